@@ -1,0 +1,3 @@
+from gradtune.cli import main
+
+main()

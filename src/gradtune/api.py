@@ -1,0 +1,196 @@
+"""The Python API that the CLI and users call: train, evaluate, load, predict_file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from transformers import set_seed
+
+from gradtune import __version__
+from gradtune.checkpoint import list_checkpoints
+from gradtune.config import Config, as_config
+from gradtune.data import encode_column, load_split, make_loader, read_table, require_columns, tokenize
+from gradtune.errors import GradtuneError
+from gradtune.loop import Job, evaluate as evaluate_loader, fit
+from gradtune.models.pretrained import load_classifier, load_tokenizer
+from gradtune.monitor import console
+from gradtune.predictor import Predictor, model_dir
+from gradtune.tasks import get_task
+
+
+@dataclass
+class Run:
+    """What `train` returns: where the run lives and how it went."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last validation result
+    best_metric: float | None = None
+    best_step: int | None = None
+    steps: int = 0
+    train_seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+    def predictor(self) -> Predictor:
+        return Predictor(self.run_dir)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path | None:
+    """Decide where training starts: the newest checkpoint (resume), or a clean directory."""
+    run_dir = Path(cfg.output_dir)
+    if resume:
+        checkpoints = list_checkpoints(run_dir)
+        if not checkpoints:
+            raise GradtuneError(f"{run_dir}/checkpoints: no checkpoint to resume from; drop --resume to start")
+        saved = run_dir / "config.yaml"
+        if saved.is_file():
+            old = _flatten(yaml.safe_load(saved.read_text()))
+            new = _flatten(cfg.model_dump(mode="json"))
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            if changed:
+                console.print(f"[yellow]Resuming with a config that differs from the run's in: {', '.join(changed)}")
+        return checkpoints[-1]
+    if list_checkpoints(run_dir) or (run_dir / "model").exists():
+        if not overwrite:
+            raise GradtuneError(
+                f"output_dir {run_dir} already holds a run; pass --resume to continue it, "
+                "--overwrite to replace it, or choose another output_dir=..."
+            )
+        for name in ("checkpoints", "model", "metrics.jsonl", "config.yaml"):
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    return None
+
+
+def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[str], dict[str, int]]:
+    d = cfg.data
+    if d.train is None:
+        raise GradtuneError("data.train is not set: give a training file, e.g. data.train=train.csv")
+    train_ds, skipped = load_split(d.train, d)
+    labels = task.label_names(train_ds[d.label_column])
+    if len(labels) < 2:
+        raise GradtuneError(f"{d.train}: column {d.label_column!r} has {len(labels)} distinct label(s); "
+                            "classification needs at least 2")
+    label2id = {name: i for i, name in enumerate(labels)}
+    encode = lambda v: task.encode_label(v, label2id)  # noqa: E731
+    train_ds = encode_column(train_ds, d.train, d.label_column, encode)
+    val_ds, val_skipped = None, 0
+    if d.validation:
+        val_ds, val_skipped = load_split(d.validation, d)
+        val_ds = encode_column(val_ds, d.validation, d.label_column, encode)
+    elif d.validation_split:
+        parts = train_ds.train_test_split(test_size=d.validation_split, seed=cfg.train.seed)
+        train_ds, val_ds = parts["train"], parts["test"]
+    for name, count in (("training", skipped), ("validation", val_skipped)):
+        if count:
+            console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
+    tok = lambda ds: tokenize(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)  # noqa: E731
+    return tok(train_ds), (tok(val_ds) if val_ds is not None else None), labels, label2id
+
+
+def train(
+    config: Config | dict | str | Path, overrides: list[str] | None = None, *, resume: bool = False,
+    overwrite: bool = False,
+) -> Run:
+    """Train from a config (object, dict or YAML path) plus `key=value` overrides."""
+    cfg = as_config(config, overrides)
+    resume_from = _prepare_run_dir(cfg, resume, overwrite)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    task = get_task(cfg.task)
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
+    train_ds, val_ds, labels, _ = _load_data(cfg, task, tokenizer)
+    model = load_classifier(cfg.model.name, labels, cfg.model.trust_remote_code)
+    t = cfg.train
+    train_loader = make_loader(train_ds, tokenizer, t.batch_size, t.seed, shuffle=True)
+    val_loader = None
+    if val_ds is not None:
+        val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False)
+
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    metadata = {
+        "task": cfg.task, "labels": labels, "base_model": cfg.model.name,
+        "text_column": cfg.data.text_column, "text_pair_column": cfg.data.text_pair_column,
+        "label_column": cfg.data.label_column, "max_length": cfg.data.max_length,
+        "gradtune_version": __version__,
+    }
+    params = sum(p.numel() for p in model.parameters())
+    console.print(f"Training {cfg.model.name} ({params / 1e6:.1f}M parameters) on {len(train_ds)} examples, "
+                  f"{len(labels)} labels -> {run_dir}")
+    progress = fit(Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, resume_from))
+    return Run(
+        run_dir=run_dir, metrics=progress.last_eval, best_metric=progress.best_metric,
+        best_step=progress.best_step, steps=progress.step, train_seconds=progress.train_seconds,
+        samples_per_second=progress.samples / max(progress.train_seconds, 1e-9),
+    )
+
+
+def load(run: str | Path) -> Predictor:
+    """The trained model of a run directory, with `.predict(texts)`."""
+    return Predictor(run)
+
+
+def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[str, Any]:
+    """Metrics of a trained run on a labelled file (same columns as in training)."""
+    predictor = Predictor(run)
+    meta = predictor.metadata
+    columns = {"text_column": meta["text_column"], "text_pair_column": meta["text_pair_column"],
+               "label_column": meta["label_column"], "on_empty": "error"}
+    data_cfg = type("DataColumns", (), columns)
+    ds, _ = load_split(data, data_cfg)
+    label2id = {name: i for i, name in enumerate(meta["labels"])}
+    ds = encode_column(ds, data, meta["label_column"], lambda v: predictor.task.encode_label(v, label2id))
+    ds = tokenize(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
+    loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False)
+    accelerator = Accelerator(cpu=predictor.device.type == "cpu")
+    result = evaluate_loader(predictor.model, loader, predictor.task, accelerator)
+    result["examples"] = len(ds)
+    return result
+
+
+def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path) -> int:
+    """Predict every row of a file; write CSV (label + one probability column per label) or
+    JSON lines, chosen by the output's extension. Returns the number of rows."""
+    predictor = Predictor(run)
+    meta = predictor.metadata
+    ds = read_table(input_path)
+    wanted = {"text_column": meta["text_column"], "text_pair_column": meta["text_pair_column"]}
+    require_columns(ds, input_path, wanted)
+    texts = ["" if t is None else str(t) for t in ds[meta["text_column"]]]
+    pairs = [str(t) for t in ds[meta["text_pair_column"]]] if meta["text_pair_column"] else None
+    results = predictor.predict(texts, pairs)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    if output_path.suffix.lower() == ".csv":
+        with output_path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label", *(f"prob_{name}" for name in predictor.labels)])
+            for text, r in zip(texts, results):
+                writer.writerow([text, r["label"], *(f"{r['probabilities'][n]:.6f}" for n in predictor.labels)])
+    elif output_path.suffix.lower() in (".jsonl", ".json"):
+        with output_path.open("w", encoding="utf-8") as f:
+            for text, r in zip(texts, results):
+                f.write(json.dumps({"text": text, **r}, ensure_ascii=False) + "\n")
+    else:
+        raise GradtuneError(f"--output {output_path}: use a .csv or .jsonl file")
+    return len(results)
+
+
+__all__ = ["Run", "train", "load", "evaluate", "predict_file", "model_dir"]

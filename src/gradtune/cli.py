@@ -1,0 +1,168 @@
+"""The `gradtune` command: parse arguments, call the API, print. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Fine-tune pretrained language models, or train small ones from scratch, from one config file.",
+)
+out = Console()
+err = Console(stderr=True)
+
+QUICKSTART_EXAMPLES = [
+    "An absolute delight from start to finish, I'd go back tomorrow.",
+    "The battery died after an hour and support never answered.",
+    "Not bad at all, the staff were friendly and the room was spotless.",
+]
+
+
+def friendly_errors(command: Callable) -> Callable:
+    """Bad input ends with one readable message and exit code 2, Ctrl-C with 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gradtune.errors import GradtuneError
+
+        try:
+            return command(*args, **kwargs)
+        except GradtuneError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)):
+            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def confusion_table(labels: list[str], matrix: list[list[int]]) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in labels:
+        table.add_column(name, justify="right")
+    for name, row in zip(labels, matrix):
+        table.add_row(name, *(str(c) for c in row))
+    return table
+
+
+def show_run(run: Any) -> None:
+    out.print(f"Trained {run.steps} steps in {run.train_seconds:.0f}s ({run.samples_per_second:.1f} samples/s)")
+    if run.metrics:
+        out.print(metrics_table(f"validation (best {run.best_metric:.4f} at step {run.best_step}; last below)", run.metrics))
+        if "confusion_matrix" in run.metrics:
+            labels = json.loads((run.run_dir / "model" / "gradtune.json").read_text())["labels"]
+            out.print(confusion_table(labels, run.metrics["confusion_matrix"]))
+    out.print(f"Saved to {run.run_dir}/model")
+
+
+@app.command()
+@friendly_errors
+def train(
+    config: Path = typer.Argument(..., help="YAML config file"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted key=value, e.g. train.lr=3e-5"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run in output_dir"),
+) -> None:
+    """Train a model from CONFIG."""
+    from gradtune.api import train as train_run
+
+    show_run(train_run(config, overrides or [], resume=resume, overwrite=overwrite))
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    run: Path = typer.Argument(..., help="run directory (the output_dir of a training run)"),
+    data: Path = typer.Option(..., "--data", help="labelled file with the training columns"),
+    output: Optional[Path] = typer.Option(None, "--output", help="write the metrics as JSON"),
+) -> None:
+    """Evaluate a trained run on a labelled file."""
+    from gradtune.api import evaluate
+
+    metrics = evaluate(run, data)
+    out.print(metrics_table(f"{data}", metrics))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=1))
+        out.print(f"Wrote {output}")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    run: Path = typer.Argument(..., help="run directory"),
+    text: Optional[list[str]] = typer.Option(None, "--text", help="a text to classify (repeatable)"),
+    input: Optional[Path] = typer.Option(None, "--input", help="file of texts (same text column as training)"),
+    output: Optional[Path] = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
+) -> None:
+    """Predict labels with probabilities."""
+    from gradtune.api import load, predict_file
+    from gradtune.errors import GradtuneError
+
+    if bool(text) == bool(input):
+        raise GradtuneError("give either --text (one or more) or --input FILE --output FILE")
+    if input:
+        if output is None:
+            raise GradtuneError("--input needs --output FILE (.csv or .jsonl)")
+        n = predict_file(run, input, output)
+        out.print(f"Wrote {n} predictions to {output}")
+        return
+    for t, result in zip(text, load(run).predict(list(text))):
+        out.print(json.dumps({"text": t, **result}, ensure_ascii=False))
+
+
+@app.command()
+@friendly_errors
+def quickstart(
+    output_dir: Path = typer.Option(Path("runs/quickstart"), help="where to save the run"),
+) -> None:
+    """Fine-tune the bundled MiniLM on the bundled sentiment data, then predict three sentences."""
+    import yaml
+
+    from gradtune.api import load, train as train_run
+
+    data = resources.files("gradtune") / "resources"
+    raw = yaml.safe_load((data / "quickstart.yaml").read_text())
+    raw["data"]["train"] = str(data / "sentiment" / "train.csv")
+    raw["data"]["validation"] = str(data / "sentiment" / "dev.csv")
+    raw["output_dir"] = str(output_dir)
+    run = train_run(raw, overwrite=True)
+    show_run(run)
+    predictor = load(run.run_dir)
+    table = Table(title="predictions")
+    table.add_column("text")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for sentence, result in zip(QUICKSTART_EXAMPLES, predictor.predict(QUICKSTART_EXAMPLES)):
+        table.add_row(sentence, result["label"], f"{result['probabilities'][result['label']]:.3f}")
+    out.print(table)
+    out.print(f"Next: gradtune predict {run.run_dir} --text \"your sentence\"")
+
+
+def main() -> None:
+    app(prog_name="gradtune")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

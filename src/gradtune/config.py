@@ -1,0 +1,201 @@
+"""The config schema: one YAML file plus `key=value` dotted overrides, typed and validated.
+
+Every section rejects unknown keys, and every error names the key's full path with a
+"did you mean" suggestion, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gradtune.errors import GradtuneError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id")
+    trust_remote_code: bool = Field(False, description="run model code shipped with a hub model")
+
+
+class DataConfig(Section):
+    train: str | None = Field(None, description="training file: csv, tsv, jsonl, json or parquet")
+    validation: str | None = Field(None, description="validation file (or use validation_split)")
+    validation_split: float | None = Field(None, gt=0, lt=1, description="seeded fraction of train")
+    test: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_length: int = Field(128, ge=8, le=8192)
+    on_empty: Literal["error", "skip"] = Field("error", description="rows with empty text")
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DataConfig:
+        if self.validation and self.validation_split:
+            raise ValueError("set data.validation or data.validation_split, not both")
+        return self
+
+
+class StrategyConfig(Section):
+    method: Literal["full"] = "full"
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3, gt=0, description="passes over the training data (may be fractional)")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, description="defaults to 2 x batch_size")
+    gd_mode: Literal["minibatch"] = "minibatch"
+    loss: Literal["cross_entropy"] = "cross_entropy"
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adamw"
+    lr: float = Field(5e-5, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio")
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    eval_every: int | Literal["epoch"] = "epoch"
+    log_every: int = Field(10, ge=1)
+    metric: str = "accuracy"
+    metric_mode: Literal["auto", "max", "min"] = "auto"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    save_every: int | Literal["epoch"] = "epoch"
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 42
+    num_threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    progress: bool = True
+
+    @field_validator("eval_every", "save_every")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be 'epoch' or a number of steps >= 1")
+        return v
+
+
+class Config(Section):
+    task: Literal["classification"] = "classification"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    train: TrainConfig = TrainConfig()
+    output_dir: str = "runs/default"
+
+    @model_validator(mode="after")
+    def _metric_known(self) -> Config:
+        from gradtune.tasks import get_task
+
+        known = get_task(self.task).METRICS
+        if self.train.metric not in known:
+            hint = _did_you_mean(self.train.metric, known)
+            raise ValueError(
+                f"train.metric={self.train.metric!r} is not a {self.task} metric{hint}; "
+                f"choose one of {', '.join(known)}"
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the key at `loc` (for suggestions)."""
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        section = annotation
+    return section
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int) or e["type"] != "literal_error")
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            section = _section_at(loc)
+            hint = _did_you_mean(loc[-1], list(section.model_fields)) if section else ""
+            lines.append(f"  {key}: unknown key{hint}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["train.lr=3e-5", "data.train=x.csv"]` -> nested dict; values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise GradtuneError(f"override {pair!r} is not key=value (example: train.lr=3e-5)")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GradtuneError(f"override {pair!r} conflicts with another override")
+        node[leaf] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    data = _deep_merge(raw, parse_overrides(overrides or []))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise GradtuneError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply dotted overrides, validate. Relative data paths stay relative
+    to the current directory (as the user typed them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GradtuneError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise GradtuneError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise GradtuneError(f"{path}: the top level must be a mapping of sections (task, model, ...)")
+    return build_config(raw, overrides, source=str(path))
+
+
+def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> Config:
+    """Accept what users pass to the Python API: a Config, a dict, or a path to YAML."""
+    if isinstance(config, Config):
+        return build_config(config.model_dump(mode="json"), overrides) if overrides else config
+    if isinstance(config, dict):
+        return build_config(config, overrides)
+    return load_config(config, overrides)

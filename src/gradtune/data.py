@@ -1,0 +1,225 @@
+"""Data: read CSV / TSV / JSONL / JSON / Parquet through `datasets`, check columns and rows with
+errors that name the file, row and column, tokenize (Arrow-cached), and batch by length so a
+short sentence is never padded to `max_length`."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding
+
+from gradtune.errors import GradtuneError
+
+datasets.disable_progress_bars()  # reading and tokenizing take seconds; the training bar is what matters
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+TEXT_datasets.disable_progress_bars()  # reading and tokenizing take seconds; the training bar is what matters
+
+FORMATS = {"csv", "tsv", "jsonl", "json"}
+
+
+def file_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise GradtuneError(
+            f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}"
+        )
+    return FORMATS[suffix]
+
+
+def _check_text_file(path: Path) -> None:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise GradtuneError(f"{path}: the file is empty")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise GradtuneError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x}); "
+            "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def read_table(path: str | Path) -> datasets.Dataset:
+    """Read one file into a `datasets.Dataset`, with a clear error for a missing, empty or
+    undecodable file."""
+    path = Path(path)
+    fmt = file_format(path)
+    if not path.is_file():
+        raise GradtuneError(f"data file not found: {path}")
+    if fmt in TEXT_FORMATS:
+        _check_text_file(path)
+    builder, kwargs = {
+        "csv": ("csv", {}),
+        "tsv": ("csv", {"delimiter": "\t"}),
+        "jsonl": ("json", {}),
+        "json": ("json", {}),
+        "parquet": ("parquet", {}),
+    }[fmt]
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # the readers raise many types; the user needs the file and reason
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise GradtuneError(f"{path}: could not be read as {fmt}: {reason}") from None
+    if len(ds) == 0:
+        raise GradtuneError(f"{path}: the file has no data rows")
+    return ds
+
+
+def row_location(path: str | Path, index: int) -> str:
+    """Where the `index`-th data row (0-based) sits in its file, as a user would look for it:
+    a 1-based line number for text files, a record or row number otherwise."""
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt in ("csv", "tsv"):
+        text = path.read_text(encoding="utf-8")
+        reader = csv.reader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
+        next(reader, None)  # header
+        start, row = reader.line_num + 1, -1
+        for fields in reader:
+            if fields:  # blank lines are not rows
+                row += 1
+                if row == index:
+                    return f"line {start}"
+            start = reader.line_num + 1
+    elif fmt == "jsonl":
+        row = -1
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                row += 1
+                if row == index:
+                    return f"line {number}"
+    elif fmt == "json":
+        return f"record {index + 1}"
+    return f"row {index + 1}"
+
+
+def require_columns(ds: datasets.Dataset, path: str | Path, columns: dict[str, str | None]) -> None:
+    """`columns` maps config keys (data.text_column) to the column names they ask for."""
+    for key, column in columns.items():
+        if column is not None and column not in ds.column_names:
+            raise GradtuneError(
+                f"{path}: no column {column!r} (set by {key}); the file has columns: "
+                f"{', '.join(ds.column_names)}"
+            )
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def drop_empty_text(
+    ds: datasets.Dataset, path: str | Path, text_columns: list[tuple[str, str]], on_empty: str
+) -> tuple[datasets.Dataset, int]:
+    """Find rows whose text is missing or blank. `on_empty="error"` names the first one;
+    "skip" drops them and returns how many were dropped."""
+    empty: list[int] = []
+    for key, column in text_columns:
+        for i, value in enumerate(ds[column]):
+            if _is_empty(value):
+                if on_empty == "error":
+                    raise GradtuneError(
+                        f"{path}, {row_location(path, i)}, column {column!r} ({key}): the text is "
+                        "empty; fill it in, remove the row, or set data.on_empty=skip"
+                    )
+                empty.append(i)
+    if not empty:
+        return ds, 0
+    drop = set(empty)
+    return ds.select([i for i in range(len(ds)) if i not in drop]), len(drop)
+
+
+def load_split(path: str | Path, data_cfg: Any, with_labels: bool = True) -> tuple[datasets.Dataset, int]:
+    """Read and check one split. Adds `_row` (the 0-based data row in the file) so that errors
+    found later still point at the right line. Returns the dataset and the rows skipped."""
+    ds = read_table(path)
+    columns = {"data.text_column": data_cfg.text_column, "data.text_pair_column": data_cfg.text_pair_column}
+    if with_labels:
+        columns["data.label_column"] = data_cfg.label_column
+    require_columns(ds, path, columns)
+    ds = ds.add_column("_row", list(range(len(ds))))
+    texts = [(key, col) for key, col in columns.items() if col and key != "data.label_column"]
+    return drop_empty_text(ds, path, texts, data_cfg.on_empty)
+
+
+def tokenize(
+    ds: datasets.Dataset, tokenizer: Any, text_column: str, pair_column: str | None, max_length: int
+) -> datasets.Dataset:
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = [str(t) for t in batch[text_column]]
+        pairs = [str(t) for t in batch[pair_column]] if pair_column else None
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        return enc
+
+    return ds.map(encode, batched=True, desc="tokenizing")
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length: shuffle, cut into mega-chunks of 50 batches, sort each
+    chunk by length, split into batches, shuffle the batch order. Deterministic in (seed, epoch),
+    so a resumed run sees exactly the batches the uninterrupted run would have seen."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, shuffle: bool = True):
+        self.lengths, self.batch_size, self.seed, self.shuffle = lengths, batch_size, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, size = len(self.lengths), self.batch_size
+        if not self.shuffle:  # evaluation: longest first, order only matters for speed
+            order = sorted(range(n), key=lambda i: -self.lengths[i])
+            yield from (order[s : s + size] for s in range(0, n, size))
+            return
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        mega = size * 50
+        batches: list[list[int]] = []
+        for s in range(0, n, mega):
+            chunk = sorted(perm[s : s + mega], key=lambda i: -self.lengths[i])
+            batches += [chunk[j : j + size] for j in range(0, len(chunk), size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+def make_loader(
+    ds: datasets.Dataset, tokenizer: Any, batch_size: int, seed: int, shuffle: bool
+) -> DataLoader:
+    """A DataLoader that pads each batch only to its own longest sequence."""
+    columns = [c for c in MODEL_INPUTS if c in ds.column_names]
+    sampler = LengthGroupedBatchSampler(ds["length"], batch_size, seed, shuffle)
+    return DataLoader(
+        ds.with_format(columns=columns),
+        batch_sampler=sampler,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+    )
+
+
+def encode_column(
+    ds: datasets.Dataset, path: str | Path, column: str, encode: Any, new_column: str = "labels"
+) -> datasets.Dataset:
+    """Replace `column` by `new_column` = encode(value) row by row; an error names the file
+    row and column of the first value that `encode` rejects (with ValueError)."""
+    values = []
+    for i, value in enumerate(ds[column]):
+        try:
+            values.append(encode(value))
+        except ValueError as err:
+            where = row_location(path, ds["_row"][i])
+            raise GradtuneError(f"{path}, {where}, column {column!r}: {err}") from None
+    return ds.remove_columns(column).add_column(new_column, values)

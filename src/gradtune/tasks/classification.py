@@ -1,0 +1,105 @@
+"""Text classification: one label per text (or text pair), a linear head on the encoder,
+cross-entropy loss, accuracy / precision / recall / F1 / confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+METRICS = (
+    "accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "precision_macro",
+    "precision_weighted",
+    "recall_macro",
+    "recall_weighted",
+    "loss",
+)
+
+
+def metric_mode(metric: str) -> str:
+    """Whether a larger value of `metric` is better ("max") or a smaller one ("min")."""
+    return "min" if metric == "loss" else "max"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _as_key(value: Any) -> Any:
+    # a column of integers with a gap is read as floats (1.0); treat 1.0 as the integer 1
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def label_names(values: list[Any]) -> list[str]:
+    """The label vocabulary of the training labels: integers sorted numerically, strings sorted.
+    Names are always strings, as in a Hugging Face config's id2label."""
+    distinct = {_as_key(v) for v in values if not _missing(v)}
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in distinct):
+        return [str(v) for v in sorted(distinct)]
+    return sorted(str(v) for v in distinct)
+
+
+def encode_label(value: Any, label2id: dict[str, int]) -> int:
+    """The class id of one raw label; ValueError (the caller adds file, row, column) if unknown."""
+    if _missing(value):
+        raise ValueError("the label is missing")
+    name = str(_as_key(value))
+    if name not in label2id:
+        raise ValueError(
+            f"label {value!r} never appears in the training data (known labels: "
+            f"{', '.join(label2id)}); fix the label or add examples of it to the training file"
+        )
+    return label2id[name]
+
+
+def make_metrics(num_labels: int) -> MetricCollection:
+    """Streamed metrics: each keeps counts per class, never the logits themselves."""
+    k = num_labels
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(k, average="micro"),
+            "precision_macro": MulticlassPrecision(k, average="macro"),
+            "recall_macro": MulticlassRecall(k, average="macro"),
+            "f1_macro": MulticlassF1Score(k, average="macro"),
+            "precision_weighted": MulticlassPrecision(k, average="weighted"),
+            "recall_weighted": MulticlassRecall(k, average="weighted"),
+            "f1_weighted": MulticlassF1Score(k, average="weighted"),
+            "confusion_matrix": MulticlassConfusionMatrix(k),
+        }
+    )
+
+
+def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed (not averaged) cross-entropy: the loop divides by the examples of the whole
+    optimizer step, so accumulated micro-batches give the gradient of one big batch."""
+    return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+
+def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        out[name] = value.tolist() if name == "confusion_matrix" else round(float(value), 6)
+    return out
+
+
+def decode(logits: torch.Tensor, id2label: dict[int, str]) -> list[dict[str, Any]]:
+    probs = torch.softmax(logits.float(), dim=-1)
+    results = []
+    for row in probs.tolist():
+        best = max(range(len(row)), key=row.__getitem__)
+        results.append(
+            {"label": id2label[best], "probabilities": {id2label[i]: p for i, p in enumerate(row)}}
+        )
+    return results
