@@ -19,9 +19,7 @@ from gradtune.errors import GradtuneError
 datasets.disable_progress_bars()  # reading and tokenizing take seconds; the training bar is what matters
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
-TEXT_datasets.disable_progress_bars()  # reading and tokenizing take seconds; the training bar is what matters
-
-FORMATS = {"csv", "tsv", "jsonl", "json"}
+TEXT_FORMATS = {"csv", "tsv", "jsonl", "json"}
 
 
 def file_format(path: str | Path) -> str:

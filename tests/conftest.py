@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny random-init BERT (hidden 32, 2 layers) built from a config, and a
+small synthetic sentiment data set a tiny model can learn in seconds. No network, no ../shared."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+POSITIVE = ["good", "great", "lovely", "excellent", "wonderful", "superb", "fun", "brilliant"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "poor", "dull", "horrible", "weak"]
+SUBJECTS = ["the movie", "the food", "the hotel", "this book", "the service", "the app", "the show"]
+FILLER = ["was", "is", "really", "quite", "very", "so", "and", "it", "felt", "truly", "overall"]
+
+
+def sentence(rng: random.Random, label: str) -> str:
+    words = POSITIVE if label == "positive" else NEGATIVE
+    filler = " ".join(rng.choice(FILLER) for _ in range(rng.randint(0, 6)))
+    return f"{rng.choice(SUBJECTS)} {filler} {rng.choice(words)}".replace("  ", " ")
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        rows.append({"text": sentence(rng, label), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init BERT folder (hidden 32, 2 layers) with a word-level vocabulary."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = sorted({w for group in (POSITIVE, NEGATIVE, FILLER) for w in group}
+                   | {w for s in SUBJECTS for w in s.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("sentiment")
+    return {
+        "train": write_csv(folder / "train.csv", sentiment_rows(160, seed=1)),
+        "validation": write_csv(folder / "dev.csv", sentiment_rows(40, seed=2)),
+    }
+
+
+@pytest.fixture
+def make_config(tiny_bert: Path, sentiment_files: dict[str, Path], tmp_path: Path):
+    """A config dict for a fast tiny run; keyword overrides use dotted keys (train__lr=...)."""
+
+    def build(**overrides: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "task": "classification",
+            "model": {"name": str(tiny_bert)},
+            "data": {"train": str(sentiment_files["train"]),
+                     "validation": str(sentiment_files["validation"]), "max_length": 32},
+            "train": {"epochs": 5, "batch_size": 8, "lr": 3e-3, "warmup_ratio": 0.0,
+                      "log_every": 2, "progress": False, "seed": 0},
+            "output_dir": str(tmp_path / "run"),
+        }
+        for key, value in overrides.items():
+            *parents, leaf = key.split("__")
+            node = cfg
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return cfg
+
+    return build
