@@ -17,7 +17,9 @@ from gradtune.errors import GradtuneError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # overrides are read as YAML, so `output_dir=2024` or `data.label_column=1` arrive as numbers;
+    # a string key keeps them as the text the user typed
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class ModelConfig(Section):
@@ -135,6 +137,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
             section = _section_at(loc)
             hint = _did_you_mean(loc[-1], list(section.model_fields)) if section else ""
             lines.append(f"  {key}: unknown key{hint}")
+        elif not loc:  # a check across keys: its message names them; the input is the whole config
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {key}: {msg} (got {e.get('input')!r})")

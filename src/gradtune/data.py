@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import datasets
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding
@@ -54,9 +56,11 @@ def read_table(path: str | Path) -> datasets.Dataset:
         raise GradtuneError(f"data file not found: {path}")
     if fmt in TEXT_FORMATS:
         _check_text_file(path)
+    # pandas would read the texts "NA", "None", "null", ... as missing; only an empty cell is
+    csv_kwargs = {"keep_default_na": False, "na_values": [""]}
     builder, kwargs = {
-        "csv": ("csv", {}),
-        "tsv": ("csv", {"delimiter": "\t"}),
+        "csv": ("csv", csv_kwargs),
+        "tsv": ("csv", {**csv_kwargs, "delimiter": "\t"}),
         "jsonl": ("json", {}),
         "json": ("json", {}),
         "parquet": ("parquet", {}),
@@ -64,11 +68,42 @@ def read_table(path: str | Path) -> datasets.Dataset:
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as err:  # the readers raise many types; the user needs the file and reason
+        if _has_no_rows(path, fmt):
+            raise GradtuneError(f"{path}: the file has no data rows") from None
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise GradtuneError(f"{path}: could not be read as {fmt}: {reason}") from None
     if len(ds) == 0:
         raise GradtuneError(f"{path}: the file has no data rows")
     return ds
+
+
+def _csv_row_starts(path: Path, fmt: str) -> Iterator[int]:
+    """The 1-based line on which each data row of a CSV/TSV starts (a quoted field may span
+    lines, so this is not the row index + 2)."""
+    text = path.read_text(encoding="utf-8")
+    reader = csv.reader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
+    next(reader, None)  # header
+    start = reader.line_num + 1
+    for fields in reader:
+        if fields:  # blank lines are not rows
+            yield start
+        start = reader.line_num + 1
+
+
+def _has_no_rows(path: Path, fmt: str) -> bool:
+    """Whether a file the reader refused is just empty of rows (a header-only CSV, `[]`, a
+    0-row Parquet): `datasets` then fails with "Instruction 'train' corresponds to no data",
+    which tells the user nothing. Only called after a failure, so the success path reads once."""
+    try:
+        if fmt in ("csv", "tsv"):
+            return next(_csv_row_starts(path, fmt), None) is None
+        if fmt == "json":
+            return json.loads(path.read_text(encoding="utf-8")) in ([], {})
+        if fmt == "parquet":
+            return pq.read_metadata(path).num_rows == 0
+    except Exception:  # unreadable for another reason: let the reader's message stand
+        return False
+    return False
 
 
 def row_location(path: str | Path, index: int) -> str:
@@ -77,16 +112,9 @@ def row_location(path: str | Path, index: int) -> str:
     path = Path(path)
     fmt = file_format(path)
     if fmt in ("csv", "tsv"):
-        text = path.read_text(encoding="utf-8")
-        reader = csv.reader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
-        next(reader, None)  # header
-        start, row = reader.line_num + 1, -1
-        for fields in reader:
-            if fields:  # blank lines are not rows
-                row += 1
-                if row == index:
-                    return f"line {start}"
-            start = reader.line_num + 1
+        for row, start in enumerate(_csv_row_starts(path, fmt)):
+            if row == index:
+                return f"line {start}"
     elif fmt == "jsonl":
         row = -1
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -205,6 +233,9 @@ def make_loader(
         ds.with_format(columns=columns),
         batch_sampler=sampler,
         collate_fn=DataCollatorWithPadding(tokenizer),
+        # its own generator: starting an epoch must not draw from the global RNG, which
+        # dropout uses and a checkpoint restores (else a resumed run drifts from the original)
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
