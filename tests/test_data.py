@@ -13,14 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import gradtune
+from conftest import sentiment_rows, write_csv
 from gradtune.api import _load_data
 from gradtune.config import DataConfig, as_config
 from gradtune.data import LengthGroupedBatchSampler, load_split, make_loader, read_table, tokenize
 from gradtune.errors import GradtuneError
 from gradtune.models.pretrained import load_tokenizer
 from gradtune.tasks import get_task
-
-from conftest import sentiment_rows, write_csv
 
 task = get_task("classification")
 

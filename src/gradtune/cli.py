@@ -129,7 +129,7 @@ def predict(
         out.print(f"Wrote {n} predictions to {output}")
         return
     for t, result in zip(text, load(run).predict(list(text))):
-        out.print(json.dumps({"text": t, **result}, ensure_ascii=False))
+        print(json.dumps({"text": t, **result}, ensure_ascii=False))  # one JSON object per line, unwrapped
 
 
 @app.command()

@@ -56,7 +56,7 @@ def read_table(path: str | Path) -> datasets.Dataset:
         raise GradtuneError(f"data file not found: {path}")
     if fmt in TEXT_FORMATS:
         _check_text_file(path)
-    # pandas would read the texts "NA", "None", "null", ... as missing; only an empty cell is
+    # pandas reads the texts "NA", "None", "null", ... as missing; only an empty cell should be
     csv_kwargs = {"keep_default_na": False, "na_values": [""]}
     builder, kwargs = {
         "csv": ("csv", csv_kwargs),
@@ -101,7 +101,7 @@ def _has_no_rows(path: Path, fmt: str) -> bool:
             return json.loads(path.read_text(encoding="utf-8")) in ([], {})
         if fmt == "parquet":
             return pq.read_metadata(path).num_rows == 0
-    except Exception:  # unreadable for another reason: let the reader's message stand
+    except (OSError, ValueError, csv.Error):  # unreadable otherwise: the reader's message stands
         return False
     return False
 
