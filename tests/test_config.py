@@ -209,3 +209,10 @@ def test_shipped_configs_exist():
 def test_shipped_config_parses(path):
     cfg = load_config(path)  # data paths need not exist: only the schema is checked
     assert cfg.task == "classification"
+
+
+def test_config_reference_in_docs_is_up_to_date():
+    from gradtune.config import config_reference
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+    assert docs.read_text() == config_reference(), "regenerate: python -m gradtune.config > docs/config.md"

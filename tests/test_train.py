@@ -82,7 +82,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(make_config, tmp_
     w_full, w_resumed = final_weights(full.run_dir), final_weights(resumed.run_dir)
     for name in w_full:
         torch.testing.assert_close(w_resumed[name], w_full[name], rtol=1e-5, atol=1e-6)
-    losses = lambda run: [r["loss"] for r in read_metrics(run.run_dir / "metrics.jsonl") if r["kind"] == "train"]  # noqa: E731
+    losses = lambda run: [r["loss"] for r in read_metrics(run.run_dir / "metrics.jsonl") if r["kind"] == "train"]
     assert losses(resumed) == pytest.approx(losses(full), rel=1e-5)
     assert resumed.best_metric == full.best_metric
 
@@ -100,6 +100,15 @@ def test_best_model_is_kept_and_early_stopping_stops(make_config):
     assert meta["step"] == best["step"]  # model/ holds the best weights, not the last
     assert gradtune.evaluate(run.run_dir, make_config()["data"]["validation"])["loss"] == pytest.approx(
         best["loss"], abs=1e-5)
+
+
+def test_test_file_is_scored_with_the_best_model(make_config):
+    cfg = make_config(train__epochs=1)
+    cfg["data"]["test"] = cfg["data"]["validation"]
+    run = gradtune.train(cfg)
+    saved = json.loads((run.run_dir / "test_metrics.json").read_text())
+    assert saved == run.test_metrics and saved["examples"] == 40
+    assert saved["accuracy"] == pytest.approx(run.best_metric)
 
 
 def test_existing_run_is_protected(make_config):

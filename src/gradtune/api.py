@@ -19,7 +19,8 @@ from gradtune.checkpoint import list_checkpoints
 from gradtune.config import Config, as_config
 from gradtune.data import encode_column, load_split, make_loader, read_table, require_columns, tokenize
 from gradtune.errors import GradtuneError
-from gradtune.loop import Job, evaluate as evaluate_loader, fit
+from gradtune.loop import Job, fit
+from gradtune.loop import evaluate as evaluate_loader
 from gradtune.models.pretrained import load_classifier, load_tokenizer
 from gradtune.monitor import console
 from gradtune.predictor import Predictor, model_dir
@@ -32,6 +33,7 @@ class Run:
 
     run_dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)  # the last validation result
+    test_metrics: dict[str, Any] = field(default_factory=dict)  # the best model on data.test
     best_metric: float | None = None
     best_step: int | None = None
     steps: int = 0
@@ -86,7 +88,7 @@ def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[s
         raise GradtuneError(f"{d.train}: column {d.label_column!r} has {len(labels)} distinct label(s); "
                             "classification needs at least 2")
     label2id = {name: i for i, name in enumerate(labels)}
-    encode = lambda v: task.encode_label(v, label2id)  # noqa: E731
+    encode = lambda v: task.encode_label(v, label2id)
     train_ds = encode_column(train_ds, d.train, d.label_column, encode)
     val_ds, val_skipped = None, 0
     if d.validation:
@@ -98,7 +100,7 @@ def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[s
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
             console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
-    tok = lambda ds: tokenize(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)  # noqa: E731
+    tok = lambda ds: tokenize(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)
     return tok(train_ds), (tok(val_ds) if val_ds is not None else None), labels, label2id
 
 
@@ -135,8 +137,12 @@ def train(
     console.print(f"Training {cfg.model.name} ({params / 1e6:.1f}M parameters) on {len(train_ds)} examples, "
                   f"{len(labels)} labels -> {run_dir}")
     progress = fit(Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, resume_from))
+    test_metrics = {}
+    if cfg.data.test:
+        test_metrics = evaluate(run_dir, cfg.data.test, t.eval_batch_size or 2 * t.batch_size)
+        (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
     return Run(
-        run_dir=run_dir, metrics=progress.last_eval, best_metric=progress.best_metric,
+        run_dir=run_dir, metrics=progress.last_eval, test_metrics=test_metrics, best_metric=progress.best_metric,
         best_step=progress.best_step, steps=progress.step, train_seconds=progress.train_seconds,
         samples_per_second=progress.samples / max(progress.train_seconds, 1e-9),
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -69,10 +70,13 @@ def confusion_table(labels: list[str], matrix: list[list[int]]) -> Table:
 def show_run(run: Any) -> None:
     out.print(f"Trained {run.steps} steps in {run.train_seconds:.0f}s ({run.samples_per_second:.1f} samples/s)")
     if run.metrics:
-        out.print(metrics_table(f"validation (best {run.best_metric:.4f} at step {run.best_step}; last below)", run.metrics))
+        title = f"validation (best {run.best_metric:.4f} at step {run.best_step}; last below)"
+        out.print(metrics_table(title, run.metrics))
         if "confusion_matrix" in run.metrics:
             labels = json.loads((run.run_dir / "model" / "gradtune.json").read_text())["labels"]
             out.print(confusion_table(labels, run.metrics["confusion_matrix"]))
+    if run.test_metrics:
+        out.print(metrics_table(f"test (best model, {run.test_metrics['examples']} examples)", run.test_metrics))
     out.print(f"Saved to {run.run_dir}/model")
 
 
@@ -80,7 +84,7 @@ def show_run(run: Any) -> None:
 @friendly_errors
 def train(
     config: Path = typer.Argument(..., help="YAML config file"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="dotted key=value, e.g. train.lr=3e-5"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted key=value, e.g. train.lr=3e-5"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run in output_dir"),
 ) -> None:
@@ -95,7 +99,7 @@ def train(
 def eval_command(
     run: Path = typer.Argument(..., help="run directory (the output_dir of a training run)"),
     data: Path = typer.Option(..., "--data", help="labelled file with the training columns"),
-    output: Optional[Path] = typer.Option(None, "--output", help="write the metrics as JSON"),
+    output: Path | None = typer.Option(None, "--output", help="write the metrics as JSON"),
 ) -> None:
     """Evaluate a trained run on a labelled file."""
     from gradtune.api import evaluate
@@ -112,9 +116,9 @@ def eval_command(
 @friendly_errors
 def predict(
     run: Path = typer.Argument(..., help="run directory"),
-    text: Optional[list[str]] = typer.Option(None, "--text", help="a text to classify (repeatable)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="file of texts (same text column as training)"),
-    output: Optional[Path] = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
+    text: list[str] | None = typer.Option(None, "--text", help="a text to classify (repeatable)"),
+    input: Path | None = typer.Option(None, "--input", help="file of texts (same text column as training)"),
+    output: Path | None = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
 ) -> None:
     """Predict labels with probabilities."""
     from gradtune.api import load, predict_file
@@ -140,7 +144,8 @@ def quickstart(
     """Fine-tune the bundled MiniLM on the bundled sentiment data, then predict three sentences."""
     import yaml
 
-    from gradtune.api import load, train as train_run
+    from gradtune.api import load
+    from gradtune.api import train as train_run
 
     data = resources.files("gradtune") / "resources"
     raw = yaml.safe_load((data / "quickstart.yaml").read_text())

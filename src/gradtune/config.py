@@ -31,11 +31,11 @@ class DataConfig(Section):
     train: str | None = Field(None, description="training file: csv, tsv, jsonl, json or parquet")
     validation: str | None = Field(None, description="validation file (or use validation_split)")
     validation_split: float | None = Field(None, gt=0, lt=1, description="seeded fraction of train")
-    test: str | None = None
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    max_length: int = Field(128, ge=8, le=8192)
+    test: str | None = Field(None, description="scored with the best model after training (test_metrics.json)")
+    text_column: str = Field("text", description="column holding the text")
+    text_pair_column: str | None = Field(None, description="second text column for sentence-pair tasks")
+    label_column: str = Field("label", description="column holding the label (integer or string)")
+    max_length: int = Field(128, ge=8, le=8192, description="longer texts are truncated (tokens)")
     on_empty: Literal["error", "skip"] = Field("error", description="rows with empty text")
 
     @model_validator(mode="after")
@@ -46,37 +46,38 @@ class DataConfig(Section):
 
 
 class StrategyConfig(Section):
-    method: Literal["full"] = "full"
+    method: Literal["full"] = Field("full", description="which parameters train: full = all")
 
 
 class TrainConfig(Section):
     epochs: float = Field(3, gt=0, description="passes over the training data (may be fractional)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="examples per optimizer step")
     eval_batch_size: int | None = Field(None, ge=1, description="defaults to 2 x batch_size")
-    gd_mode: Literal["minibatch"] = "minibatch"
-    loss: Literal["cross_entropy"] = "cross_entropy"
-    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adamw"
-    lr: float = Field(5e-5, gt=0)
-    momentum: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    schedule: Literal["constant", "linear", "cosine"] = "linear"
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    gd_mode: Literal["minibatch"] = Field("minibatch", description="batch_size examples per update")
+    loss: Literal["cross_entropy"] = Field("cross_entropy", description="loss minimised by gradient descent")
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = Field("adamw", description="torch.optim class")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate (eta in theta <- theta - eta * grad)")
+    momentum: float = Field(0.0, ge=0, description="sgd and rmsprop momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw moment decay rates")
+    eps: float = Field(1e-8, gt=0, description="adam/adamw/rmsprop/adagrad denominator term")
+    schedule: Literal["constant", "linear", "cosine"] = Field("linear", description="learning rate after warmup")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="fraction of steps with rising lr")
     warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio")
-    weight_decay: float = Field(0.01, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    eval_every: int | Literal["epoch"] = "epoch"
-    log_every: int = Field(10, ge=1)
-    metric: str = "accuracy"
-    metric_mode: Literal["auto", "max", "min"] = "auto"
-    early_stopping_patience: int | None = Field(None, ge=1)
-    save_every: int | Literal["epoch"] = "epoch"
-    keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 42
+    weight_decay: float = Field(0.01, ge=0, description="decoupled decay on weight matrices only")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm; null: off")
+    eval_every: int | Literal["epoch"] = Field("epoch", description="'epoch' or every N steps")
+    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
+    metric: str = Field("accuracy", description="validation metric that picks the best model")
+    metric_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for loss, else max")
+    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+    save_every: int | Literal["epoch"] = Field("epoch", description="checkpoint every epoch or N steps")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept on disk")
+    seed: int = Field(42, description="seeds init, dropout and data order: same seed, same run")
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    progress: bool = True
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16/fp16 on a GPU that has it")
+    progress: bool = Field(True, description="show the progress bar")
 
     @field_validator("eval_every", "save_every")
     @classmethod
@@ -87,12 +88,12 @@ class TrainConfig(Section):
 
 
 class Config(Section):
-    task: Literal["classification"] = "classification"
+    task: Literal["classification"] = Field("classification", description="what is learned")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
-    output_dir: str = "runs/default"
+    output_dir: str = Field("runs/default", description="the run directory")
 
     @model_validator(mode="after")
     def _metric_known(self) -> Config:
@@ -203,3 +204,34 @@ def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str]
     if isinstance(config, dict):
         return build_config(config, overrides)
     return load_config(config, overrides)
+
+
+def config_reference() -> str:
+    """docs/config.md, generated from the schema so the docs cannot drift from the code."""
+    lines = ["# Config reference", "",
+             "Generated from `gradtune/config.py` (`python -m gradtune.config > docs/config.md`).",
+             "Every key can be set in the YAML file or on the command line as `section.key=value`.", ""]
+    is_section = lambda f: isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+    lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, f in Config.model_fields.items():
+        if not is_section(f):
+            lines.append(f"| `{name}` | {_type_name(f.annotation)} | `{f.default}` | {f.description or ''} |")
+    for section_name, f in Config.model_fields.items():
+        if not is_section(f):
+            continue
+        section = f.annotation
+        lines += ["", f"## `{section_name}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, f in section.model_fields.items():
+            default = "required" if f.is_required() else f"`{f.default}`"
+            kind = _type_name(f.annotation)
+            lines.append(f"| `{section_name}.{name}` | {kind} | {default} | {f.description or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":
+    print(config_reference(), end="")

