@@ -16,7 +16,7 @@ from transformers import set_seed
 
 from gradtune import __version__
 from gradtune.checkpoint import list_checkpoints
-from gradtune.config import Config, as_config
+from gradtune.config import Config, DataConfig, as_config
 from gradtune.data import encode_column, load_split, make_loader, read_table, require_columns, tokenize
 from gradtune.errors import GradtuneError
 from gradtune.loop import Job, fit
@@ -104,13 +104,9 @@ def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[s
     return tok(train_ds), (tok(val_ds) if val_ds is not None else None), labels, label2id
 
 
-def train(
-    config: Config | dict | str | Path, overrides: list[str] | None = None, *, resume: bool = False,
-    overwrite: bool = False,
-) -> Run:
-    """Train from a config (object, dict or YAML path) plus `key=value` overrides."""
-    cfg = as_config(config, overrides)
-    resume_from = _prepare_run_dir(cfg, resume, overwrite)
+def prepare(cfg: Config, run_dir: Path) -> Job:
+    """Read the data, load the model and build the loaders: everything `fit` needs. Also used
+    by tools that train a throw-away copy (the LR finder)."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
@@ -123,23 +119,34 @@ def train(
     val_loader = None
     if val_ds is not None:
         val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False)
-
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
     metadata = {
         "task": cfg.task, "labels": labels, "base_model": cfg.model.name,
         "text_column": cfg.data.text_column, "text_pair_column": cfg.data.text_pair_column,
         "label_column": cfg.data.label_column, "max_length": cfg.data.max_length,
         "gradtune_version": __version__,
     }
-    params = sum(p.numel() for p in model.parameters())
-    console.print(f"Training {cfg.model.name} ({params / 1e6:.1f}M parameters) on {len(train_ds)} examples, "
-                  f"{len(labels)} labels -> {run_dir}")
-    progress = fit(Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, resume_from))
+    return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata)
+
+
+def train(
+    config: Config | dict | str | Path, overrides: list[str] | None = None, *, resume: bool = False,
+    overwrite: bool = False,
+) -> Run:
+    """Train from a config (object, dict or YAML path) plus `key=value` overrides."""
+    cfg = as_config(config, overrides)
+    resume_from = _prepare_run_dir(cfg, resume, overwrite)
+    job = prepare(cfg, Path(cfg.output_dir))
+    job.resume_from = resume_from
+    run_dir = job.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    params = sum(p.numel() for p in job.model.parameters())
+    console.print(f"Training {cfg.model.name} ({params / 1e6:.1f}M parameters) on "
+                  f"{len(job.train_loader.dataset)} examples, {len(job.metadata['labels'])} labels -> {run_dir}")
+    progress = fit(job)
     test_metrics = {}
     if cfg.data.test:
-        test_metrics = evaluate(run_dir, cfg.data.test, t.eval_batch_size or 2 * t.batch_size)
+        test_metrics = evaluate(run_dir, cfg.data.test, cfg.train.eval_batch_size or 2 * cfg.train.batch_size)
         (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=1))
     return Run(
         run_dir=run_dir, metrics=progress.last_eval, test_metrics=test_metrics, best_metric=progress.best_metric,
@@ -157,10 +164,9 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     """Metrics of a trained run on a labelled file (same columns as in training)."""
     predictor = Predictor(run)
     meta = predictor.metadata
-    columns = {"text_column": meta["text_column"], "text_pair_column": meta["text_pair_column"],
-               "label_column": meta["label_column"], "on_empty": "error"}
-    data_cfg = type("DataColumns", (), columns)
-    ds, _ = load_split(data, data_cfg)
+    columns = DataConfig(text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
+                         label_column=meta["label_column"])
+    ds, _ = load_split(data, columns)
     label2id = {name: i for i, name in enumerate(meta["labels"])}
     ds = encode_column(ds, data, meta["label_column"], lambda v: predictor.task.encode_label(v, label2id))
     ds = tokenize(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])

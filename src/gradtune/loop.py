@@ -123,11 +123,13 @@ def fit(job: Job) -> Progress:
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             save_checkpoint(job.run_dir, unwrapped, optimizer, scheduler, asdict(progress), cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
 
     def save_best() -> None:
         if accelerator.is_main_process:
             meta = {**job.metadata, "step": progress.step, "metrics": progress.last_eval}
             save_model_dir(job.run_dir / "model", accelerator.unwrap_model(model), job.tokenizer, meta)
+        accelerator.wait_for_everyone()
 
     def run_evaluation() -> bool:
         """Evaluate, keep the best model, and say whether early stopping should end training."""
