@@ -138,6 +138,7 @@ def fit(job: Job) -> Progress:
         value = result[cfg.metric]
         best = _improved(value, progress.best_metric, mode)
         log.write({"kind": "eval", "step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4),
+                   "elapsed": round(progress.train_seconds, 3),
                    **{k: v for k, v in result.items() if k != "confusion_matrix"}})
         shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, "accuracy", "f1_macro", "loss"]))
         say(f"step {progress.step}: {shown}" + ("  [green](best)" if best else ""))
@@ -189,6 +190,7 @@ def fit(job: Job) -> Progress:
                     elapsed = time.perf_counter() - window_start
                     record = {"kind": "train", "step": progress.step,
                               "epoch": round(progress.step / steps_per_epoch, 4),
+                              "elapsed": round(progress.train_seconds, 3),
                               "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
                               "grad_norm": grad_norm,
                               "samples_per_s": window_steps * len(batch["labels"]) / max(elapsed, 1e-9)}
