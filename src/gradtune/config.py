@@ -25,6 +25,9 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id")
     trust_remote_code: bool = Field(False, description="run model code shipped with a hub model")
+    dropout: float | None = Field(None, ge=0, lt=1, description="hidden-layer dropout; null: the model's")
+    attention_dropout: float | None = Field(None, ge=0, lt=1, description="attention dropout; null: the model's")
+    classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the task head")
 
 
 class DataConfig(Section):
@@ -52,32 +55,59 @@ class StrategyConfig(Section):
 class TrainConfig(Section):
     epochs: float = Field(3, gt=0, description="passes over the training data (may be fractional)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, ge=1, description="examples per optimizer step")
+    batch_size: int = Field(32, ge=1, description="examples per optimizer step (minibatch mode)")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="examples per forward/backward; gradients of a step are accumulated")
+    grad_accum_steps: int = Field(1, ge=1, description="batches of batch_size accumulated into one update")
     eval_batch_size: int | None = Field(None, ge=1, description="defaults to 2 x batch_size")
-    gd_mode: Literal["minibatch"] = Field("minibatch", description="batch_size examples per update")
-    loss: Literal["cross_entropy"] = Field("cross_entropy", description="loss minimised by gradient descent")
+    gd_mode: Literal["minibatch", "stochastic", "batch"] = Field(
+        "minibatch", description="minibatch: batch_size per update; stochastic: 1; batch: whole set")
+    loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] = Field(
+        "cross_entropy", description="loss minimised by gradient descent (must fit the task)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy label smoothing")
+    class_weights: list[float] | Literal["balanced"] | None = Field(
+        None, description="cross_entropy class weights, in label order, or 'balanced' (from train labels)")
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = Field("adamw", description="torch.optim class")
     lr: float = Field(5e-5, gt=0, description="peak learning rate (eta in theta <- theta - eta * grad)")
     momentum: float = Field(0.0, ge=0, description="sgd and rmsprop momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum (needs momentum > 0)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw moment decay rates")
+    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop smoothing constant")
     eps: float = Field(1e-8, gt=0, description="adam/adamw/rmsprop/adagrad denominator term")
-    schedule: Literal["constant", "linear", "cosine"] = Field("linear", description="learning rate after warmup")
+    schedule: Literal["constant", "linear", "cosine", "cosine_restarts", "polynomial", "plateau"] = Field(
+        "linear", description="learning rate after warmup")
+    num_cycles: int = Field(2, ge=1, description="cosine_restarts: number of cosine cycles")
+    power: float = Field(1.0, gt=0, description="polynomial: decay power (1 = linear)")
+    lr_end: float = Field(0.0, ge=0, description="polynomial: final learning rate")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="plateau: lr multiplier when stuck")
+    plateau_patience: int = Field(1, ge=0, description="plateau: evaluations without improvement first")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="fraction of steps with rising lr")
     warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio")
     weight_decay: float = Field(0.01, ge=0, description="decoupled decay on weight matrices only")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm; null: off")
+    clip_value: float | None = Field(None, gt=0, description="clip each gradient element to +-value")
+    on_nonfinite: Literal["stop", "skip"] = Field("stop", description="a NaN/inf loss or gradient")
     eval_every: int | Literal["epoch"] = Field("epoch", description="'epoch' or every N steps")
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
     metric: str = Field("accuracy", description="validation metric that picks the best model")
     metric_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for loss, else max")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="smaller changes are no improvement")
     save_every: int | Literal["epoch"] = Field("epoch", description="checkpoint every epoch or N steps")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept on disk")
     seed: int = Field(42, description="seeds init, dropout and data order: same seed, same run")
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: fp32 on CPU, bf16/fp16 on a GPU that has it")
+    precision: Literal["auto", "fp32", "fp16", "bf16", "fp64"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16/fp16 on a GPU that has it; fp64 for exact checks")
     progress: bool = Field(True, description="show the progress bar")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError("train.nesterov needs train.optimizer=sgd and train.momentum > 0")
+        if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
+            raise ValueError("set train.warmup_steps or train.warmup_ratio, not both")
+        return self
 
     @field_validator("eval_every", "save_every")
     @classmethod
@@ -99,7 +129,13 @@ class Config(Section):
     def _metric_known(self) -> Config:
         from gradtune.tasks import get_task
 
-        known = get_task(self.task).METRICS
+        task = get_task(self.task)
+        if self.train.loss not in task.LOSSES:
+            raise ValueError(
+                f"train.loss={self.train.loss!r} does not fit task {self.task!r}; its losses: "
+                f"{', '.join(task.LOSSES)} (mse, huber and l1 are for regression, bce for multilabel)"
+            )
+        known = task.METRICS
         if self.train.metric not in known:
             hint = _did_you_mean(self.train.metric, known)
             raise ValueError(

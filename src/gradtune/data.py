@@ -221,7 +221,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             yield batches[b]
 
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+# `_row` (the example's row in its file) rides along so an error can name the rows of a bad batch
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "_row")
 
 
 def make_loader(

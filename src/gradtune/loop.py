@@ -1,16 +1,20 @@
-"""THE training loop. Read it top to bottom: for each batch,
+"""THE training loop. Read it top to bottom: for each optimizer step,
 
-    forward -> loss -> backward -> clip gradients -> optimizer step -> scheduler step -> zero_grad
+    forward -> loss -> backward (for each piece of the step) -> clip -> optimizer step -> scheduler step -> zero_grad
 
 which is gradient descent, theta <- theta - lr * grad J(theta), with the optimizer deciding how the
-gradient becomes a step. Around it: evaluation, best-model keeping, early stopping, checkpoints.
-`accelerate` only places tensors on devices and syncs processes; every step is written out here.
+gradient becomes a step. `train.gd_mode` decides how many examples one step sees: batch_size
+(mini-batch), one (stochastic) or all of them (batch). Around it: evaluation, best-model keeping,
+early stopping, checkpoints, gradient health. `accelerate` only places tensors on devices and
+syncs processes; every step is written out here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -20,9 +24,11 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from gradtune.checkpoint import load_checkpoint, save_checkpoint, save_model_dir
-from gradtune.monitor import MetricsLog, StopOnInterrupt, console, progress_bar
-from gradtune.optim import build_optimizer, build_scheduler
+from gradtune.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, save_model_dir
+from gradtune.data import row_location
+from gradtune.errors import GradtuneError
+from gradtune.monitor import GradientHealth, MetricsLog, StopOnInterrupt, console, progress_bar
+from gradtune.optim import build_optimizer, build_scheduler, step_plan
 
 
 @dataclass
@@ -37,13 +43,14 @@ class Progress:
     best_metric: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0
+    skipped_steps: int = 0
     finished: bool = False
     last_eval: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Job:
-    """Everything the loop needs, built by `gradtune.api.train`."""
+    """Everything the loop needs, built by `gradtune.api.prepare`."""
 
     cfg: Any  # gradtune.config.Config
     task: ModuleType
@@ -54,11 +61,12 @@ class Job:
     run_dir: Path
     metadata: dict[str, Any]
     resume_from: Path | None = None
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # summed loss
 
 
 def mixed_precision(choice: str) -> str:
     """bf16 only where the hardware does it fast: on a CPU without AMX it is ~400x slower."""
-    if choice == "fp32" or (choice == "auto" and not torch.cuda.is_available()):
+    if choice in ("fp32", "fp64") or (choice == "auto" and not torch.cuda.is_available()):
         return "no"
     if choice == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -66,7 +74,7 @@ def mixed_precision(choice: str) -> str:
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "labels"}
+    return {k: v for k, v in batch.items() if k not in ("labels", "_row")}
 
 
 @torch.no_grad()
@@ -89,28 +97,57 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, task: ModuleType, accel
     return result
 
 
+def update_groups(batches: Iterable[dict], accumulate: int | None) -> Iterator[list[dict]]:
+    """Loader batches grouped into optimizer steps (None: the whole epoch is one step)."""
+    group: list[dict] = []
+    for batch in batches:
+        group.append(batch)
+        if accumulate is not None and len(group) == accumulate:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def pieces(batch: dict[str, torch.Tensor], size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Cut a batch into micro-batches of `size` examples, trimming padding each no longer needs."""
+    n = len(batch["labels"])
+    for start in range(0, n, size):
+        piece = {k: v[start : start + size] for k, v in batch.items()}
+        if "attention_mask" in piece:
+            width = int(piece["attention_mask"].sum(dim=1).max())
+            piece = {k: v[:, :width] if v.dim() == 2 and k != "labels" else v for k, v in piece.items()}
+        yield piece
+
+
 def _due(every: int | str, step: int, end_of_epoch: bool) -> bool:
     return end_of_epoch if every == "epoch" else step % int(every) == 0
 
 
-def _improved(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value > best if mode == "max" else value < best)
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    return best is None or (value > best + min_delta if mode == "max" else value < best - min_delta)
 
 
 def fit(job: Job) -> Progress:
     cfg = job.cfg.train
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision))
     say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+    if cfg.precision == "fp64":
+        job.model.double()
     sampler = job.train_loader.batch_sampler  # ours: reshuffled per epoch by set_epoch()
+    loss_fn = job.loss_fn or job.task.loss_sum
+    plan = step_plan(cfg)
     optimizer = build_optimizer(job.model, cfg)
     model, optimizer, train_loader = accelerator.prepare(job.model, optimizer, job.train_loader)
     val_loader = accelerator.prepare(job.val_loader) if job.val_loader is not None else None
-    steps_per_epoch = len(train_loader)
+    loader_batches = len(train_loader)
+    steps_per_epoch = plan.updates_per_epoch(loader_batches)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    mode = cfg.metric_mode if cfg.metric_mode != "auto" else job.task.metric_mode(cfg.metric)
     # stepped by us once per optimizer step (not handed to accelerate, which would step it
     # once per process)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    mode = cfg.metric_mode if cfg.metric_mode != "auto" else job.task.metric_mode(cfg.metric)
+    scheduler = build_scheduler(optimizer, cfg, total_steps, mode)
+    health = GradientHealth(accelerator.unwrap_model(model), say)
 
     progress = Progress()
     if job.resume_from is not None:
@@ -136,7 +173,9 @@ def fit(job: Job) -> Progress:
         result = evaluate(model, val_loader, job.task, accelerator)
         progress.last_eval = result
         value = result[cfg.metric]
-        best = _improved(value, progress.best_metric, mode)
+        if hasattr(scheduler, "observe"):  # the plateau schedule reacts to the validation metric
+            scheduler.observe(value)
+        best = _improved(value, progress.best_metric, mode, cfg.early_stopping_min_delta)
         log.write({"kind": "eval", "step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4),
                    "elapsed": round(progress.train_seconds, 3),
                    **{k: v for k, v in result.items() if k != "confusion_matrix"}})
@@ -151,52 +190,91 @@ def fit(job: Job) -> Progress:
         patience = cfg.early_stopping_patience
         return patience is not None and progress.evals_without_improvement >= patience
 
+    def non_finite(what: str, group: list[dict]) -> None:
+        rows = sorted(int(r) for batch in group for r in batch["_row"])
+        where = ", ".join(row_location(job.cfg.data.train, r) for r in rows[:8]) + (" ..." if len(rows) > 8 else "")
+        last = list_checkpoints(job.run_dir)
+        raise GradtuneError(
+            f"non-finite {what} at step {progress.step + 1} (lr {scheduler.get_last_lr()[0]:.3g}); the batch holds "
+            f"{job.cfg.data.train} {where}. Training stopped; the last good checkpoint is "
+            f"{last[-1] if last else 'none (no checkpoint was saved yet)'}. Lower train.lr, set "
+            "train.max_grad_norm, check those rows, or set train.on_nonfinite=skip."
+        )
+
     model.train()
-    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    window = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
     with StopOnInterrupt() as interrupt, progress_bar(cfg.progress and accelerator.is_main_process) as bar:
         task_bar = bar.add_task("train", total=total_steps, completed=progress.step, status="")
         while progress.step < total_steps and not progress.finished and not interrupt.requested:
             sampler.set_epoch(progress.epoch)
             batches = accelerator.skip_first_batches(train_loader, progress.batch_in_epoch)
-            for batch in batches:
+            for group in update_groups(batches, plan.accumulate):
                 started = time.perf_counter()
-                # forward
-                logits = model(**model_inputs(batch)).logits
-                # loss: the mean over this step's examples
-                loss = job.task.loss_sum(logits, batch["labels"]) / len(batch["labels"])
-                # backward: autograd applies the chain rule from the loss back to every weight
-                accelerator.backward(loss)
-                grad_norm = None
-                if cfg.max_grad_norm is not None:
-                    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-                # step: theta <- theta - lr * (the optimizer's view of) grad J(theta)
-                optimizer.step()
+                micro = [piece for batch in group for piece in pieces(batch, plan.micro_batch)]
+                # normalise by every example of the step, not per piece: the summed pieces then
+                # give exactly the gradient of one big batch
+                examples = sum(len(piece["labels"]) for piece in micro)
+                step_loss = 0.0
+                for i, piece in enumerate(micro):
+                    # DDP: sync gradients across processes once per step, on the last piece
+                    last = i == len(micro) - 1
+                    with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                        # forward
+                        logits = model(**model_inputs(piece)).logits
+                        # loss: this piece's share of the mean loss of the step
+                        loss = loss_fn(logits, piece["labels"]) / examples
+                        # backward: autograd applies the chain rule from the loss back to every
+                        # weight and adds into .grad
+                        accelerator.backward(loss)
+                    step_loss += float(loss.detach())
+
+                # clip: the global norm is measured (and logged) before clipping
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf))
+                if cfg.clip_value is not None:
+                    torch.nn.utils.clip_grad_value_(model.parameters(), cfg.clip_value)
+                logging_now = (progress.step + 1) % cfg.log_every == 0
+                layer_norms = health.grad_norms() if logging_now else None
+                before = health.snapshot() if logging_now else None
+
+                if math.isfinite(step_loss) and math.isfinite(grad_norm):
+                    # step: theta <- theta - lr * (the optimizer's view of) grad J(theta)
+                    optimizer.step()
+                elif cfg.on_nonfinite == "stop":
+                    non_finite("loss" if not math.isfinite(step_loss) else "gradient", group)
+                else:
+                    progress.skipped_steps += 1
+                    log.write({"kind": "skip", "step": progress.step + 1, "loss": step_loss, "grad_norm": grad_norm})
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
 
                 progress.step += 1
-                progress.batch_in_epoch += 1
-                progress.samples += len(batch["labels"]) * accelerator.num_processes
+                progress.batch_in_epoch += len(group)
+                progress.samples += examples * accelerator.num_processes
                 progress.train_seconds += time.perf_counter() - started
-                window_loss += float(loss.detach())
-                window_steps += 1
-                end_of_epoch = progress.batch_in_epoch == steps_per_epoch
+                if math.isfinite(step_loss):
+                    window["loss"] += step_loss
+                    window["steps"] += 1
+                window["samples"] += examples * accelerator.num_processes
+                health.check(progress.step, grad_norm, layer_norms)
+                end_of_epoch = progress.batch_in_epoch == loader_batches
                 if end_of_epoch:
                     progress.epoch += 1
                     progress.batch_in_epoch = 0
                 done = progress.step >= total_steps
 
-                if progress.step % cfg.log_every == 0 or done:
-                    elapsed = time.perf_counter() - window_start
+                if logging_now or done:
+                    elapsed = time.perf_counter() - window["start"]
                     record = {"kind": "train", "step": progress.step,
                               "epoch": round(progress.step / steps_per_epoch, 4),
                               "elapsed": round(progress.train_seconds, 3),
-                              "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
-                              "grad_norm": grad_norm,
-                              "samples_per_s": window_steps * len(batch["labels"]) / max(elapsed, 1e-9)}
+                              "loss": window["loss"] / max(window["steps"], 1), "lr": scheduler.get_last_lr()[0],
+                              "grad_norm": grad_norm, "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
+                    if layer_norms is not None:
+                        record["layer_grad_norm"] = layer_norms
+                        record["update_ratio"] = health.update_ratios(before)
                     log.write(record)
                     bar.update(task_bar, status=f"loss {record['loss']:.4f}")
-                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                    window = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
                 bar.update(task_bar, completed=progress.step)
 
                 stop_early = False
@@ -214,6 +292,8 @@ def fit(job: Job) -> Progress:
     if interrupt.requested and not progress.finished:
         say(f"Checkpoint saved at step {progress.step}; continue with --resume")
         raise KeyboardInterrupt
+    if progress.skipped_steps:
+        say(f"[yellow]{progress.skipped_steps} step(s) skipped for a non-finite loss or gradient")
     if val_loader is None:
         save_best()  # nothing to choose by: the final weights are the model
     return progress

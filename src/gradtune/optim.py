@@ -1,8 +1,10 @@
-"""Optimizers and learning-rate schedules from the `train` section of the config."""
+"""Optimizers, learning-rate schedules, and the gradient-descent mode's plan (how many examples
+one forward/backward sees, and how many of those make one update)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,16 +28,41 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg.weight_decay)
     name = cfg.optimizer
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if name == "adam":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if name == "adam":  # Adam's weight_decay is L2 added to the gradient, AdamW's is decoupled
         return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps)
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, eps=cfg.eps)
     if name == "adagrad":
         return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
     raise ValueError(f"unknown optimizer {name!r}")  # the config schema rejects this first
+
+
+@dataclass
+class StepPlan:
+    """How gradient descent walks through the data. The loader yields `loader_batch` examples;
+    `accumulate` loader batches make one optimizer update (None: every batch of the epoch, i.e.
+    full-batch descent); each is cut into pieces of `micro_batch` examples for forward/backward,
+    so memory is bounded while the update still uses the gradient of all its examples."""
+
+    loader_batch: int
+    micro_batch: int
+    accumulate: int | None
+
+    def updates_per_epoch(self, loader_batches: int) -> int:
+        return 1 if self.accumulate is None else math.ceil(loader_batches / self.accumulate)
+
+
+def step_plan(cfg: Any) -> StepPlan:
+    if cfg.gd_mode == "stochastic":  # one example per update
+        return StepPlan(1, 1, 1)
+    if cfg.gd_mode == "batch":  # the gradient of the whole training set, in memory-bounded pieces
+        piece = cfg.micro_batch_size or cfg.batch_size
+        return StepPlan(piece, piece, None)
+    return StepPlan(cfg.batch_size, min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size),
+                    cfg.grad_accum_steps)
 
 
 def warmup_steps(cfg: Any, total_steps: int) -> int:
@@ -44,8 +71,48 @@ def warmup_steps(cfg: Any, total_steps: int) -> int:
     return math.ceil(cfg.warmup_ratio * total_steps)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int) -> Any:
-    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.schedule]
-    return get_scheduler(
-        name, optimizer, num_warmup_steps=warmup_steps(cfg, total_steps), num_training_steps=total_steps
-    )
+class PlateauWithWarmup:
+    """Linear warmup, then ReduceLROnPlateau on the validation metric (stepped by `observe`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, mode: str, factor: float, patience: int):
+        self.optimizer, self.warmup, self.steps = optimizer, warmup, 0
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor,
+                                                                  patience=patience)
+        if warmup:
+            self._scale(0.0)
+
+    def _scale(self, fraction: float) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * fraction
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps <= self.warmup:
+            self._scale(self.steps / self.warmup)
+
+    def observe(self, metric: float) -> None:
+        if self.steps >= self.warmup:
+            self.plateau.step(metric)
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "base_lrs": self.base_lrs, "plateau": self.plateau.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps, self.base_lrs = state["steps"], state["base_lrs"]
+        self.plateau.load_state_dict(state["plateau"])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int, mode: str = "max") -> Any:
+    warmup = warmup_steps(cfg, total_steps)
+    if cfg.schedule == "plateau":
+        return PlateauWithWarmup(optimizer, warmup, mode, cfg.plateau_factor, cfg.plateau_patience)
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine",
+            "cosine_restarts": "cosine_with_restarts", "polynomial": "polynomial"}[cfg.schedule]
+    extra = {"cosine_restarts": {"num_cycles": cfg.num_cycles},
+             "polynomial": {"power": cfg.power, "lr_end": cfg.lr_end}}.get(cfg.schedule)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+                         scheduler_specific_kwargs=extra)

@@ -16,6 +16,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+LOSSES = ("cross_entropy",)
 METRICS = (
     "accuracy",
     "f1_macro",
