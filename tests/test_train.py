@@ -63,12 +63,12 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(make_config, tmp_
 
     real_loss, calls = classification.loss_sum, {"n": 0}
 
-    def crashing_loss(logits, labels):
+    def crashing_loss(logits, labels, **options):
         if torch.is_grad_enabled():  # training steps only, not evaluation
             calls["n"] += 1
             if calls["n"] == 15:
                 raise RuntimeError("simulated crash")
-        return real_loss(logits, labels)
+        return real_loss(logits, labels, **options)
 
     cfg = make_config(output_dir=str(tmp_path / "resumed"), **options)
     monkeypatch.setattr(classification, "loss_sum", crashing_loss)

@@ -21,7 +21,7 @@ from gradtune.data import encode_column, load_split, make_loader, read_table, re
 from gradtune.errors import GradtuneError
 from gradtune.loop import Job, fit
 from gradtune.loop import evaluate as evaluate_loader
-from gradtune.models.pretrained import load_classifier, load_tokenizer
+from gradtune.models.pretrained import dropout_overrides, load_classifier, load_tokenizer
 from gradtune.monitor import console
 from gradtune.predictor import Predictor, model_dir
 from gradtune.tasks import get_task
@@ -72,7 +72,7 @@ def _prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path | None:
                 f"output_dir {run_dir} already holds a run; pass --resume to continue it, "
                 "--overwrite to replace it, or choose another output_dir=..."
             )
-        for name in ("checkpoints", "model", "metrics.jsonl", "config.yaml"):
+        for name in ("checkpoints", "model", "metrics.jsonl", "config.yaml", "test_metrics.json"):
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     return None
@@ -113,7 +113,8 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     task = get_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
     train_ds, val_ds, labels, _ = _load_data(cfg, task, tokenizer)
-    model = load_classifier(cfg.model.name, labels, cfg.model.trust_remote_code)
+    overrides = dropout_overrides(cfg.model.name, cfg.model)
+    model = load_classifier(cfg.model.name, labels, cfg.model.trust_remote_code, overrides)
     t = cfg.train
     train_loader = make_loader(train_ds, tokenizer, t.batch_size, t.seed, shuffle=True)
     val_loader = None
@@ -125,7 +126,8 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         "label_column": cfg.data.label_column, "max_length": cfg.data.max_length,
         "gradtune_version": __version__,
     }
-    return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata)
+    loss_fn = task.make_loss(t, train_ds["labels"], len(labels))
+    return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, loss_fn=loss_fn)
 
 
 def train(

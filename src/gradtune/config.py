@@ -83,7 +83,8 @@ class TrainConfig(Section):
     plateau_patience: int = Field(1, ge=0, description="plateau: evaluations without improvement first")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="fraction of steps with rising lr")
     warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio")
-    weight_decay: float = Field(0.01, ge=0, description="decoupled decay on weight matrices only")
+    weight_decay: float = Field(
+        0.01, ge=0, description="on weight matrices only (AdamW: decoupled; others: L2 in the gradient)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient norm; null: off")
     clip_value: float | None = Field(None, gt=0, description="clip each gradient element to +-value")
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="a NaN/inf loss or gradient")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers import logging as hf_logging
 from transformers.utils.logging import disable_progress_bar
 
@@ -37,7 +37,7 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.suffix:
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise GradtuneError(f"model.name={name!r}: no such folder")
     return name  # a hub id
 
@@ -89,7 +89,35 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     )
 
 
-def load_classifier(name: str, labels: list[str], trust_remote_code: bool = False) -> Any:
+# config key -> the attribute names architectures use for it (BERT's first)
+DROPOUT_NAMES = {
+    "dropout": ("hidden_dropout_prob", "dropout", "hidden_dropout", "resid_pdrop"),
+    "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
+    "classifier_dropout": ("classifier_dropout", "seq_classif_dropout", "summary_first_dropout"),
+}
+
+
+def dropout_overrides(name: str, model_cfg: Any) -> dict[str, float]:
+    """Config attributes to override for `model.dropout` / `attention_dropout` /
+    `classifier_dropout`; an error if the architecture has no such setting."""
+    wanted = {key: getattr(model_cfg, key) for key in DROPOUT_NAMES if getattr(model_cfg, key) is not None}
+    if not wanted:
+        return {}
+    config = _from_pretrained(AutoConfig.from_pretrained, name, resolve_model(name),
+                              trust_remote_code=model_cfg.trust_remote_code)
+    overrides = {}
+    for key, value in wanted.items():
+        found = [attr for attr in DROPOUT_NAMES[key] if hasattr(config, attr)]
+        if not found:
+            raise GradtuneError(f"model.{key}: {config.model_type} models have no setting for it "
+                                f"(looked for {', '.join(DROPOUT_NAMES[key])})")
+        overrides.update({attr: value for attr in found})
+    return overrides
+
+
+def load_classifier(
+    name: str, labels: list[str], trust_remote_code: bool = False, overrides: dict[str, Any] | None = None
+) -> Any:
     """A pretrained encoder with a freshly initialised classification head for `labels`."""
     quiet = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights are newly initialized" is expected: it's the head
@@ -102,6 +130,8 @@ def load_classifier(name: str, labels: list[str], trust_remote_code: bool = Fals
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
             trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,  # a hub model's own head may have another number of labels
+            **(overrides or {}),
         )
     finally:
         hf_logging.set_verbosity(quiet)

@@ -3,6 +3,7 @@ cross-entropy loss, accuracy / precision / recall / F1 / confusion matrix."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -15,6 +16,8 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from gradtune.errors import GradtuneError
 
 LOSSES = ("cross_entropy",)
 METRICS = (
@@ -82,10 +85,36 @@ def make_metrics(num_labels: int) -> MetricCollection:
     )
 
 
-def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_sum(
+    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Summed (not averaged) cross-entropy: the loop divides by the examples of the whole
-    optimizer step, so accumulated micro-batches give the gradient of one big batch."""
-    return F.cross_entropy(logits.float(), labels, reduction="sum")
+    optimizer step, so accumulated micro-batches give the gradient of one big batch. With class
+    weights each example's term is multiplied by its class's weight."""
+    if weight is not None:
+        weight = weight.to(device=logits.device, dtype=logits.dtype)
+    return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing, reduction="sum")
+
+
+def class_weights(setting: list[float] | str | None, train_labels: list[int], num_labels: int) -> torch.Tensor | None:
+    """`balanced` gives n / (k * count_c), as scikit-learn does: rare classes weigh more."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = torch.bincount(torch.tensor(train_labels), minlength=num_labels).double()
+        return len(train_labels) / (num_labels * counts.clamp(min=1))
+    if len(setting) != num_labels:
+        raise GradtuneError(
+            f"train.class_weights has {len(setting)} values but there are {num_labels} labels; give one "
+            "weight per label, in the order of the label map, or use 'balanced'"
+        )
+    return torch.tensor(setting, dtype=torch.float64)
+
+
+def make_loss(train_cfg: Any, train_labels: list[int], num_labels: int) -> Any:
+    """The training loss as configured (the evaluation loss stays plain cross-entropy)."""
+    weight = class_weights(train_cfg.class_weights, train_labels, num_labels)
+    return functools.partial(loss_sum, weight=weight, label_smoothing=train_cfg.label_smoothing)
 
 
 def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
