@@ -47,10 +47,8 @@ def write_csv(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> P
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_tiny_bert(folder: Path, initializer_range: float = 0.02) -> Path:
     """A random-init BERT folder (hidden 32, 2 layers) with a word-level vocabulary."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
     words = sorted({w for group in (POSITIVE, NEGATIVE, FILLER) for w in group}
                    | {w for s in SUBJECTS for w in s.split()})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz"]
@@ -58,11 +56,23 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        intermediate_size=64, max_position_embeddings=64, initializer_range=initializer_range,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def wide_init_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model with a wider init than BERT's 0.02: at hidden size 32 the narrow init makes
+    every [CLS] vector alike, and plain SGD then sits on a flat loss for hundreds of steps."""
+    return build_tiny_bert(tmp_path_factory.mktemp("wide-init-bert"), initializer_range=0.2)
 
 
 @pytest.fixture(scope="session")

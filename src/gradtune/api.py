@@ -23,6 +23,7 @@ from gradtune.loop import Job, fit
 from gradtune.loop import evaluate as evaluate_loader
 from gradtune.models.pretrained import dropout_overrides, load_classifier, load_tokenizer
 from gradtune.monitor import console
+from gradtune.optim import step_plan
 from gradtune.predictor import Predictor, model_dir
 from gradtune.tasks import get_task
 
@@ -116,7 +117,8 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     overrides = dropout_overrides(cfg.model.name, cfg.model)
     model = load_classifier(cfg.model.name, labels, cfg.model.trust_remote_code, overrides)
     t = cfg.train
-    train_loader = make_loader(train_ds, tokenizer, t.batch_size, t.seed, shuffle=True)
+    # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
+    train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True)
     val_loader = None
     if val_ds is not None:
         val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False)

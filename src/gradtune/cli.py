@@ -189,7 +189,8 @@ def lr_find_command(
     start_lr: float = typer.Option(1e-7, "--start-lr", help="first (smallest) learning rate"),
     end_lr: float = typer.Option(10.0, "--end-lr", help="last (largest) learning rate"),
     steps: int = typer.Option(100, "--steps", help="training steps, one per learning rate"),
-    output: Path | None = typer.Option(None, "--output", help="folder for lr_find.csv/.png [<output_dir>/lr_find]"),
+    output: Path | None = typer.Option(
+        None, "--output", help="folder for lr_find.csv/.png; default <output_dir>/lr_find"),
 ) -> None:
     """Learning-rate range test on a throw-away copy of the model: suggests train.lr."""
     import shlex

@@ -58,7 +58,9 @@ def find_lr(
     job = prepare(cfg, out_dir)  # nothing is saved from this job: only the files below
     lrs, losses, smoothed = range_test(job, start_lr, end_lr, steps)
     suggestion = suggest_lr(lrs, smoothed)
-    if hardly_fell(smoothed):
+    # no real descent (< 5%): no lr of the range trained the model, and the suggestion is noise
+    counted = [v for v in smoothed if math.isfinite(v)][len(smoothed) // 10 :]
+    if min(counted) > 0.95 * counted[0]:
         console.print("[yellow]The loss hardly fell during the test, so the suggestion is a guess: "
                       "try more --steps or a narrower --start-lr/--end-lr range")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,9 +98,7 @@ def range_test(job: Job, start_lr: float, end_lr: float, steps: int) -> tuple[li
     per_step = plan.accumulate or len(loader)  # loader batches per update (gd_mode=batch: all)
     batches = cycle(loader, sampler)
     model.train()
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
+    lrs, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
     with progress_bar(cfg.progress) as bar:
         task = bar.add_task("lr-find", total=steps, status="")
@@ -134,8 +134,8 @@ def range_test(job: Job, start_lr: float, end_lr: float, steps: int) -> tuple[li
 
 
 def suggest_lr(lrs: list[float], smoothed: list[float]) -> float:
-    """The lr where the smoothed loss falls fastest per decade of lr (steepest negative slope
-    against log10(lr)): still well below where training becomes unstable."""
+    """Steepest descent (fastai's "steep"): the lr where the smoothed loss falls fastest per
+    decade of lr, i.e. the most negative slope of the loss against log10(lr)."""
     finite = [(lr, s) for lr, s in zip(lrs, smoothed) if math.isfinite(s)]
     if not finite:
         raise GradtuneError(f"the loss was not finite even at lr {lrs[0]:g}: check the data and the model")
@@ -147,13 +147,6 @@ def suggest_lr(lrs: list[float], smoothed: list[float]) -> float:
         return max(points[bottom][0] / 10, lrs[0])
     slope = np.gradient([s for _, s in points], [math.log10(lr) for lr, _ in points])
     return float(points[int(np.argmin(slope[:bottom]))][0])
-
-
-def hardly_fell(smoothed: list[float]) -> bool:
-    """True when the test saw no real descent (< 5%): then no lr in the range trained, and the
-    suggestion is noise."""
-    finite = [s for s in smoothed if math.isfinite(s)]
-    return min(finite[len(finite) // 10 :]) > 0.95 * finite[len(finite) // 10]
 
 
 def plot(path: Path, lrs: list[float], smoothed: list[float], suggestion: float) -> None:
@@ -170,6 +163,9 @@ def plot(path: Path, lrs: list[float], smoothed: list[float], suggestion: float)
     at = float(np.interp(math.log10(suggestion), *zip(*finite)))  # the curve's height there
     ax.plot([suggestion], [at], "o", color="red", label=f"suggestion {suggestion:.1e}")
     ax.legend()
+    # the blow-up at the end would squash the part that matters: cap at twice the starting loss
+    losses = [s for _, s in finite]
+    ax.set_ylim(min(losses) - 0.05 * abs(min(losses)), min(max(losses), 2 * losses[0]) * 1.02)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (smoothed)")
     ax.set_title("learning-rate range test")
