@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -70,14 +71,17 @@ def confusion_table(labels: list[str], matrix: list[list[int]]) -> Table:
 def show_run(run: Any) -> None:
     out.print(f"Trained {run.steps} steps in {run.train_seconds:.0f}s ({run.samples_per_second:.1f} samples/s)")
     if run.metrics:
-        title = f"validation (best {run.best_metric:.4f} at step {run.best_step}; last below)"
-        out.print(metrics_table(title, run.metrics))
+        out.print(metrics_table("validation (last evaluation)", run.metrics))
         if "confusion_matrix" in run.metrics:
             labels = json.loads((run.run_dir / "model" / "gradtune.json").read_text())["labels"]
             out.print(confusion_table(labels, run.metrics["confusion_matrix"]))
     if run.test_metrics:
         out.print(metrics_table(f"test (best model, {run.test_metrics['examples']} examples)", run.test_metrics))
-    out.print(f"Saved to {run.run_dir}/model")
+    if run.best_step is not None:
+        metric = yaml.safe_load((run.run_dir / "config.yaml").read_text())["train"]["metric"]
+        out.print(f"Best {metric} {run.best_metric:.4f} at step {run.best_step}: that model is in {run.run_dir}/model")
+    else:
+        out.print(f"Saved to {run.run_dir}/model")
 
 
 @app.command()
@@ -142,8 +146,6 @@ def quickstart(
     output_dir: Path = typer.Option(Path("runs/quickstart"), help="where to save the run"),
 ) -> None:
     """Fine-tune the bundled MiniLM on the bundled sentiment data, then predict three sentences."""
-    import yaml
-
     from gradtune.api import load
     from gradtune.api import train as train_run
 
