@@ -21,7 +21,7 @@ from gradtune.data import encode_column, load_split, make_loader, read_table, re
 from gradtune.errors import GradtuneError
 from gradtune.loop import Job, fit
 from gradtune.loop import evaluate as evaluate_loader
-from gradtune.models.pretrained import dropout_overrides, load_classifier, load_tokenizer
+from gradtune.models.pretrained import dropout_overrides, load_model, load_tokenizer
 from gradtune.monitor import console
 from gradtune.optim import step_plan
 from gradtune.predictor import Predictor, model_dir
@@ -79,30 +79,34 @@ def _prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
-def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[str], dict[str, int]]:
+def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[str], dict[str, Any]]:
+    """The tokenized training and validation sets, the label names (classification; [] for other
+    tasks), and all the task keeps of the training labels (`meta`, saved in gradtune.json:
+    classification's label names, regression's loss and target scale)."""
     d = cfg.data
     if d.train is None:
         raise GradtuneError("data.train is not set: give a training file, e.g. data.train=train.csv")
     train_ds, skipped = load_split(d.train, d)
-    labels = task.label_names(train_ds[d.label_column])
-    if len(labels) < 2:
-        raise GradtuneError(f"{d.train}: column {d.label_column!r} has {len(labels)} distinct label(s); "
-                            "classification needs at least 2")
-    label2id = {name: i for i, name in enumerate(labels)}
-    encode = lambda v: task.encode_label(v, label2id)
+    held_out = None
+    if d.validation_split:
+        # split before the task sees the labels, so that a statistic of the training targets
+        # (regression's mean/std) leaves these rows out; the split depends only on row count and seed
+        parts = train_ds.train_test_split(test_size=d.validation_split, seed=cfg.train.seed)
+        train_ds, held_out = parts["train"], parts["test"]
+    meta = task.label_metadata(train_ds, cfg, held_out)
+    encode = task.label_encoder(meta)
     train_ds = encode_column(train_ds, d.train, d.label_column, encode)
     val_ds, val_skipped = None, 0
     if d.validation:
         val_ds, val_skipped = load_split(d.validation, d)
         val_ds = encode_column(val_ds, d.validation, d.label_column, encode)
-    elif d.validation_split:
-        parts = train_ds.train_test_split(test_size=d.validation_split, seed=cfg.train.seed)
-        train_ds, val_ds = parts["train"], parts["test"]
+    elif held_out is not None:
+        val_ds = encode_column(held_out, d.train, d.label_column, encode)
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
             console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
     tok = lambda ds: tokenize(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)
-    return tok(train_ds), (tok(val_ds) if val_ds is not None else None), labels, label2id
+    return tok(train_ds), (tok(val_ds) if val_ds is not None else None), meta.get("labels", []), meta
 
 
 def prepare(cfg: Config, run_dir: Path) -> Job:
@@ -113,9 +117,9 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
-    train_ds, val_ds, labels, _ = _load_data(cfg, task, tokenizer)
+    train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer)
     overrides = dropout_overrides(cfg.model.name, cfg.model)
-    model = load_classifier(cfg.model.name, labels, cfg.model.trust_remote_code, overrides)
+    model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides)
     t = cfg.train
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
     train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True)
@@ -123,12 +127,12 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     if val_ds is not None:
         val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False)
     metadata = {
-        "task": cfg.task, "labels": labels, "base_model": cfg.model.name,
+        "task": cfg.task, **meta, "base_model": cfg.model.name,
         "text_column": cfg.data.text_column, "text_pair_column": cfg.data.text_pair_column,
         "label_column": cfg.data.label_column, "max_length": cfg.data.max_length,
         "gradtune_version": __version__,
     }
-    loss_fn = task.make_loss(t, train_ds["labels"], len(labels))
+    loss_fn = task.make_loss(t, train_ds["labels"], model.config.num_labels)
     return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, loss_fn=loss_fn)
 
 
@@ -145,8 +149,10 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     params = sum(p.numel() for p in job.model.parameters())
+    labels = job.metadata.get("labels")
+    what = f"{len(labels)} labels" if labels else cfg.task
     console.print(f"Training {cfg.model.name} ({params / 1e6:.1f}M parameters) on "
-                  f"{len(job.train_loader.dataset)} examples, {len(job.metadata['labels'])} labels -> {run_dir}")
+                  f"{len(job.train_loader.dataset)} examples, {what} -> {run_dir}")
     progress = fit(job)
     test_metrics = {}
     if cfg.data.test:
@@ -171,19 +177,19 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     columns = DataConfig(text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
                          label_column=meta["label_column"])
     ds, _ = load_split(data, columns)
-    label2id = {name: i for i, name in enumerate(meta["labels"])}
-    ds = encode_column(ds, data, meta["label_column"], lambda v: predictor.task.encode_label(v, label2id))
+    ds = encode_column(ds, data, meta["label_column"], predictor.task.label_encoder(meta))
     ds = tokenize(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
     loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False)
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
-    result = evaluate_loader(predictor.model, loader, predictor.task, accelerator)
+    result = evaluate_loader(predictor.model, loader, predictor.task, accelerator, meta)
     result["examples"] = len(ds)
     return result
 
 
 def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path) -> int:
-    """Predict every row of a file; write CSV (label + one probability column per label) or
-    JSON lines, chosen by the output's extension. Returns the number of rows."""
+    """Predict every row of a file; write CSV (the text, then the task's columns: label and one
+    probability per label, or value) or JSON lines, chosen by the output's extension. Returns the
+    number of rows."""
     predictor = Predictor(run)
     meta = predictor.metadata
     ds = read_table(input_path)
@@ -196,10 +202,10 @@ def predict_file(run: str | Path, input_path: str | Path, output_path: str | Pat
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() == ".csv":
         with output_path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "label", *(f"prob_{name}" for name in predictor.labels)])
-            for text, r in zip(texts, results):
-                writer.writerow([text, r["label"], *(f"{r['probabilities'][n]:.6f}" for n in predictor.labels)])
+            rows = [{"text": text, **predictor.task.csv_row(r)} for text, r in zip(texts, results)]
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["text"])
+            writer.writeheader()
+            writer.writerows(rows)
     elif output_path.suffix.lower() in (".jsonl", ".json"):
         with output_path.open("w", encoding="utf-8") as f:
             for text, r in zip(texts, results):

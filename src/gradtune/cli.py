@@ -120,11 +120,11 @@ def eval_command(
 @friendly_errors
 def predict(
     run: Path = typer.Argument(..., help="run directory"),
-    text: list[str] | None = typer.Option(None, "--text", help="a text to classify (repeatable)"),
+    text: list[str] | None = typer.Option(None, "--text", help="a text to predict for (repeatable)"),
     input: Path | None = typer.Option(None, "--input", help="file of texts (same text column as training)"),
     output: Path | None = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
 ) -> None:
-    """Predict labels with probabilities."""
+    """Predict labels with probabilities (classification) or values (regression)."""
     from gradtune.api import load, predict_file
     from gradtune.errors import GradtuneError
 

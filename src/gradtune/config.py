@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradtune.errors import GradtuneError
+from gradtune.tasks import TASKS, get_task
 
 
 class Section(BaseModel):
@@ -37,9 +38,12 @@ class DataConfig(Section):
     test: str | None = Field(None, description="scored with the best model after training (test_metrics.json)")
     text_column: str = Field("text", description="column holding the text")
     text_pair_column: str | None = Field(None, description="second text column for sentence-pair tasks")
-    label_column: str = Field("label", description="column holding the label (integer or string)")
+    label_column: str = Field(
+        "label", description="column holding the label (integer or string; regression: the number)")
     max_length: int = Field(128, ge=8, le=8192, description="longer texts are truncated (tokens)")
     on_empty: Literal["error", "skip"] = Field("error", description="rows with empty text")
+    standardize_target: bool = Field(
+        False, description="regression: learn (y - mean) / std of the training targets; outputs stay in y's units")
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> DataConfig:
@@ -62,8 +66,9 @@ class TrainConfig(Section):
     eval_batch_size: int | None = Field(None, ge=1, description="defaults to 2 x batch_size")
     gd_mode: Literal["minibatch", "stochastic", "batch"] = Field(
         "minibatch", description="minibatch: batch_size per update; stochastic: 1; batch: whole set")
-    loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] = Field(
-        "cross_entropy", description="loss minimised by gradient descent (must fit the task)")
+    loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] | None = Field(
+        None, description="loss minimised by gradient descent (must fit the task); null: the task's "
+        "first (classification: cross_entropy, regression: mse)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy label smoothing")
     class_weights: list[float] | Literal["balanced"] | None = Field(
         None, description="cross_entropy class weights, in label order, or 'balanced' (from train labels)")
@@ -90,8 +95,11 @@ class TrainConfig(Section):
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="a NaN/inf loss or gradient")
     eval_every: int | Literal["epoch"] = Field("epoch", description="'epoch' or every N steps")
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
-    metric: str = Field("accuracy", description="validation metric that picks the best model")
-    metric_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for loss, else max")
+    metric: str | None = Field(
+        None, description="validation metric that picks the best model; null: accuracy (classification), "
+        "r2 (regression)")
+    metric_mode: Literal["auto", "max", "min"] = Field(
+        "auto", description="auto: min for loss, mse, mae, rmse; else max")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="smaller changes are no improvement")
     save_every: int | Literal["epoch"] = Field("epoch", description="checkpoint every epoch or N steps")
@@ -119,7 +127,7 @@ class TrainConfig(Section):
 
 
 class Config(Section):
-    task: Literal["classification"] = Field("classification", description="what is learned")
+    task: Literal[tuple(TASKS)] = Field("classification", description="what is learned")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     strategy: StrategyConfig = StrategyConfig()
@@ -127,15 +135,24 @@ class Config(Section):
     output_dir: str = Field("runs/default", description="the run directory")
 
     @model_validator(mode="after")
-    def _metric_known(self) -> Config:
-        from gradtune.tasks import get_task
-
+    def _fits_the_task(self) -> Config:
+        """Fill in the task's default loss and metric (null), and reject settings of another task."""
         task = get_task(self.task)
+        if self.train.loss is None:
+            self.train.loss = task.LOSSES[0]
+        if self.train.metric is None:
+            self.train.metric = task.DEFAULT_METRIC
         if self.train.loss not in task.LOSSES:
+            owners = [name for name in TASKS if self.train.loss in get_task(name).LOSSES]
+            hint = f" ({self.train.loss} is a {' / '.join(owners)} loss)" if owners else ""
             raise ValueError(
                 f"train.loss={self.train.loss!r} does not fit task {self.task!r}; its losses: "
-                f"{', '.join(task.LOSSES)} (mse, huber and l1 are for regression, bce for multilabel)"
+                f"{', '.join(task.LOSSES)}{hint}"
             )
+        if self.task != "classification" and (self.train.class_weights is not None or self.train.label_smoothing):
+            raise ValueError("train.class_weights and train.label_smoothing are for task 'classification'")
+        if self.task != "regression" and self.data.standardize_target:
+            raise ValueError("data.standardize_target is for task 'regression'")
         known = task.METRICS
         if self.train.metric not in known:
             hint = _did_you_mean(self.train.metric, known)

@@ -78,19 +78,21 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, task: ModuleType, accelerator: Accelerator) -> dict:
-    """Streamed evaluation: per batch, update counts and a loss sum; never keep the logits."""
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, task: ModuleType, accelerator: Accelerator, meta: dict
+) -> dict:
+    """Streamed evaluation: per batch, update the task's metrics and a loss sum; never keep the
+    logits. `meta` is the run's gradtune.json (label names, target scale)."""
     was_training = model.training
     model.eval()
-    num_labels = accelerator.unwrap_model(model).config.num_labels
-    metrics = task.make_metrics(num_labels).to(accelerator.device)
+    metrics = task.make_metrics(meta).to(accelerator.device)
     loss_total, examples = 0.0, 0
     for batch in loader:
         logits = model(**model_inputs(batch)).logits
         logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
-        loss_total += float(task.loss_sum(logits, labels))
+        loss_total += float(task.eval_loss_sum(logits, labels, meta))
         examples += len(labels)
-        metrics.update(logits.argmax(dim=-1), labels)
+        task.update_metrics(metrics, logits, labels, meta)
     model.train(was_training)
     result = task.finish_metrics(metrics.compute())
     result["loss"] = round(loss_total / max(examples, 1), 6)
@@ -170,7 +172,7 @@ def fit(job: Job) -> Progress:
 
     def run_evaluation() -> bool:
         """Evaluate, keep the best model, and say whether early stopping should end training."""
-        result = evaluate(model, val_loader, job.task, accelerator)
+        result = evaluate(model, val_loader, job.task, accelerator, job.metadata)
         progress.last_eval = result
         value = result[cfg.metric]
         if hasattr(scheduler, "observe"):  # the plateau schedule reacts to the validation metric
@@ -179,7 +181,7 @@ def fit(job: Job) -> Progress:
         log.write({"kind": "eval", "step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4),
                    "elapsed": round(progress.train_seconds, 3),
                    **{k: v for k, v in result.items() if k != "confusion_matrix"}})
-        shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, "accuracy", "f1_macro", "loss"]))
+        shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *job.task.SHOWN_METRICS]))
         say(f"step {progress.step}: {shown}" + ("  [green](best)" if best else ""))
         if best:
             progress.best_metric, progress.best_step = value, progress.step

@@ -26,7 +26,8 @@ def model_dir(run: str | Path) -> Path:
 
 
 class Predictor:
-    """`Predictor(run_dir).predict(["great film", ...])` -> [{"label", "probabilities"}, ...]"""
+    """`Predictor(run_dir).predict(["great film", ...])` -> [{"label", "probabilities"}, ...] for
+    classification, [{"value"}, ...] for regression (in the units of the training targets)."""
 
     def __init__(self, run: str | Path, device: str | None = None):
         self.path = model_dir(run)
@@ -36,11 +37,12 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
         self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
-        self.id2label = {i: name for i, name in enumerate(self.metadata["labels"])}
+        self.id2label = dict(enumerate(self.labels))
 
     @property
     def labels(self) -> list[str]:
-        return list(self.metadata["labels"])
+        """The label names of a classifier ([] for other tasks)."""
+        return list(self.metadata.get("labels", []))
 
     @torch.no_grad()
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> torch.Tensor:
@@ -53,7 +55,7 @@ class Predictor:
                 padding=True, return_tensors="pt",
             ).to(self.device)
             out.append(self.model(**enc).logits.float().cpu())
-        return torch.cat(out) if out else torch.empty(0, len(self.id2label))
+        return torch.cat(out) if out else torch.empty(0, self.model.config.num_labels)
 
     def predict(
         self, texts: str | list[str], pairs: list[str] | None = None, batch_size: int = 32
@@ -65,4 +67,4 @@ class Predictor:
                 f"this model was trained on text pairs ({self.metadata['text_pair_column']}); "
                 "pass pairs= as well"
             )
-        return self.task.decode(self.logits(list(texts), pairs, batch_size), self.id2label)
+        return self.task.decode(self.logits(list(texts), pairs, batch_size), self.metadata)

@@ -115,10 +115,11 @@ def dropout_overrides(name: str, model_cfg: Any) -> dict[str, float]:
     return overrides
 
 
-def load_classifier(
-    name: str, labels: list[str], trust_remote_code: bool = False, overrides: dict[str, Any] | None = None
+def load_model(
+    name: str, head: dict[str, Any], trust_remote_code: bool = False, overrides: dict[str, Any] | None = None
 ) -> Any:
-    """A pretrained encoder with a freshly initialised classification head for `labels`."""
+    """A pretrained encoder with a freshly initialised head; `head` comes from the task's
+    model_kwargs (classification: num_labels and the label names; regression: one output)."""
     quiet = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights are newly initialized" is expected: it's the head
     try:
@@ -126,11 +127,9 @@ def load_classifier(
             AutoModelForSequenceClassification.from_pretrained,
             name,
             resolve_model(name),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
+            **head,
             trust_remote_code=trust_remote_code,
-            ignore_mismatched_sizes=True,  # a hub model's own head may have another number of labels
+            ignore_mismatched_sizes=True,  # a hub model's own head may have another number of outputs
             **(overrides or {}),
         )
     finally:

@@ -1,12 +1,21 @@
-"""Tasks: what is learned. Each task is one module with the same shape (METRICS, METRIC_MODES,
-label handling, model head, loss, metrics, decoding); add a task by adding a module and a line."""
+"""Tasks: what is learned. Each task is one module with the same shape: LOSSES, METRICS,
+DEFAULT_METRIC, SHOWN_METRICS, metric_mode; label handling (label_metadata, label_encoder); the model
+head (model_kwargs); the loss (loss_sum, make_loss, eval_loss_sum); metrics (make_metrics,
+update_metrics, finish_metrics); and output (decode, csv_row). Add a task by adding a module and a
+line here."""
 
+from __future__ import annotations
+
+import importlib
 from types import ModuleType
 
-from gradtune.tasks import classification
-
-TASKS: dict[str, ModuleType] = {"classification": classification}
+# name -> module, imported on first use: the config imports this registry for its task names,
+# and `gradtune --help` shouldn't wait for torch
+TASKS: dict[str, str] = {
+    "classification": "gradtune.tasks.classification",
+    "regression": "gradtune.tasks.regression",
+}
 
 
 def get_task(name: str) -> ModuleType:
-    return TASKS[name]
+    return importlib.import_module(TASKS[name])

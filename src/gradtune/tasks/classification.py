@@ -30,6 +30,8 @@ METRICS = (
     "recall_weighted",
     "loss",
 )
+DEFAULT_METRIC = "accuracy"  # train.metric when the config leaves it null
+SHOWN_METRICS = ("accuracy", "f1_macro", "loss")  # printed after each evaluation
 
 
 def metric_mode(metric: str) -> str:
@@ -68,9 +70,34 @@ def encode_label(value: Any, label2id: dict[str, int]) -> int:
     return label2id[name]
 
 
-def make_metrics(num_labels: int) -> MetricCollection:
+def label_metadata(train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, Any]:
+    """What the run keeps of the training labels: their names, in id order. Built from every row
+    of the training file, a data.validation_split part (`held_out`) included, as it always was."""
+    d = cfg.data
+    values = list(train_ds[d.label_column]) + (list(held_out[d.label_column]) if held_out is not None else [])
+    labels = label_names(values)
+    if len(labels) < 2:
+        raise GradtuneError(f"{d.train}: column {d.label_column!r} has {len(labels)} distinct label(s); "
+                            "classification needs at least 2")
+    return {"labels": labels}
+
+
+def label_encoder(meta: dict[str, Any]) -> Any:
+    """raw label -> class id, for `data.encode_column`."""
+    label2id = {name: i for i, name in enumerate(meta["labels"])}
+    return lambda value: encode_label(value, label2id)
+
+
+def model_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
+    """The head for AutoModelForSequenceClassification: one output per label."""
+    labels = meta["labels"]
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def make_metrics(meta: dict[str, Any]) -> MetricCollection:
     """Streamed metrics: each keeps counts per class, never the logits themselves."""
-    k = num_labels
+    k = len(meta["labels"])
     return MetricCollection(
         {
             "accuracy": MulticlassAccuracy(k, average="micro"),
@@ -117,6 +144,15 @@ def make_loss(train_cfg: Any, train_labels: list[int], num_labels: int) -> Any:
     return functools.partial(loss_sum, weight=weight, label_smoothing=train_cfg.label_smoothing)
 
 
+def update_metrics(metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
+    metrics.update(logits.argmax(dim=-1), labels)
+
+
+def eval_loss_sum(logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> torch.Tensor:
+    # plain cross-entropy: class weights and label smoothing shape training, not the reported loss
+    return loss_sum(logits, labels)
+
+
 def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in values.items():
@@ -124,7 +160,8 @@ def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
     return out
 
 
-def decode(logits: torch.Tensor, id2label: dict[int, str]) -> list[dict[str, Any]]:
+def decode(logits: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    id2label = dict(enumerate(meta["labels"]))
     probs = torch.softmax(logits.float(), dim=-1)
     results = []
     for row in probs.tolist():
@@ -133,3 +170,9 @@ def decode(logits: torch.Tensor, id2label: dict[int, str]) -> list[dict[str, Any
             {"label": id2label[best], "probabilities": {id2label[i]: p for i, p in enumerate(row)}}
         )
     return results
+
+
+def csv_row(result: dict[str, Any]) -> dict[str, str]:
+    """The columns of one prediction in a CSV file: the label and a probability per label."""
+    probabilities = {f"prob_{name}": f"{p:.6f}" for name, p in result["probabilities"].items()}
+    return {"label": result["label"], **probabilities}
