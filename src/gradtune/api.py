@@ -80,9 +80,10 @@ def _prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path | None:
 
 
 def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[str], dict[str, Any]]:
-    """The tokenized training and validation sets, the label names (classification; [] for other
-    tasks), and all the task keeps of the training labels (`meta`, saved in gradtune.json:
-    classification's label names, regression's loss and target scale)."""
+    """The tokenized training and validation sets, the label names (classification, multilabel; []
+    for regression), and all the task keeps of the training labels (`meta`, saved in gradtune.json:
+    classification's label names, multilabel's names, threshold and delimiter, regression's loss
+    and target scale)."""
     d = cfg.data
     if d.train is None:
         raise GradtuneError("data.train is not set: give a training file, e.g. data.train=train.csv")
@@ -187,7 +188,7 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
 
 
 def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path) -> int:
-    """Predict every row of a file; write CSV (the text, then the task's columns: label and one
+    """Predict every row of a file; write CSV (the text, then the task's columns: label(s) and one
     probability per label, or value) or JSON lines, chosen by the output's extension. Returns the
     number of rows."""
     predictor = Predictor(run)
@@ -202,7 +203,7 @@ def predict_file(run: str | Path, input_path: str | Path, output_path: str | Pat
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() == ".csv":
         with output_path.open("w", newline="", encoding="utf-8") as f:
-            rows = [{"text": text, **predictor.task.csv_row(r)} for text, r in zip(texts, results)]
+            rows = [{"text": text, **predictor.task.csv_row(r, meta)} for text, r in zip(texts, results)]
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["text"])
             writer.writeheader()
             writer.writerows(rows)

@@ -124,7 +124,7 @@ def predict(
     input: Path | None = typer.Option(None, "--input", help="file of texts (same text column as training)"),
     output: Path | None = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
 ) -> None:
-    """Predict labels with probabilities (classification) or values (regression)."""
+    """Predict labels with probabilities (classification, multilabel) or values (regression)."""
     from gradtune.api import load, predict_file
     from gradtune.errors import GradtuneError
 

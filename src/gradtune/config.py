@@ -39,11 +39,15 @@ class DataConfig(Section):
     text_column: str = Field("text", description="column holding the text")
     text_pair_column: str | None = Field(None, description="second text column for sentence-pair tasks")
     label_column: str = Field(
-        "label", description="column holding the label (integer or string; regression: the number)")
+        "label", description="column holding the label (integer or string; regression: the number; "
+        "multilabel: a list or a delimited string)")
     max_length: int = Field(128, ge=8, le=8192, description="longer texts are truncated (tokens)")
     on_empty: Literal["error", "skip"] = Field("error", description="rows with empty text")
     standardize_target: bool = Field(
         False, description="regression: learn (y - mean) / std of the training targets; outputs stay in y's units")
+    label_delimiter: str = Field(
+        ",", min_length=1, description="multilabel: separates the labels in a string label cell ('food,service'); "
+        "list cells (jsonl, json, parquet) need none")
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> DataConfig:
@@ -68,7 +72,7 @@ class TrainConfig(Section):
         "minibatch", description="minibatch: batch_size per update; stochastic: 1; batch: whole set")
     loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] | None = Field(
         None, description="loss minimised by gradient descent (must fit the task); null: the task's "
-        "first (classification: cross_entropy, regression: mse)")
+        "first (classification: cross_entropy, regression: mse, multilabel: bce)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy label smoothing")
     class_weights: list[float] | Literal["balanced"] | None = Field(
         None, description="cross_entropy class weights, in label order, or 'balanced' (from train labels)")
@@ -97,9 +101,11 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
     metric: str | None = Field(
         None, description="validation metric that picks the best model; null: accuracy (classification), "
-        "r2 (regression)")
+        "r2 (regression), f1_micro (multilabel)")
     metric_mode: Literal["auto", "max", "min"] = Field(
-        "auto", description="auto: min for loss, mse, mae, rmse; else max")
+        "auto", description="auto: min for loss, mse, mae, rmse, hamming_loss; else max")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="multilabel: a label is predicted when its probability is above this")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="smaller changes are no improvement")
     save_every: int | Literal["epoch"] = Field("epoch", description="checkpoint every epoch or N steps")
@@ -153,6 +159,8 @@ class Config(Section):
             raise ValueError("train.class_weights and train.label_smoothing are for task 'classification'")
         if self.task != "regression" and self.data.standardize_target:
             raise ValueError("data.standardize_target is for task 'regression'")
+        if self.task != "multilabel" and (self.data.label_delimiter != "," or self.train.threshold != 0.5):
+            raise ValueError("data.label_delimiter and train.threshold are for task 'multilabel'")
         known = task.METRICS
         if self.train.metric not in known:
             hint = _did_you_mean(self.train.metric, known)

@@ -27,7 +27,8 @@ def model_dir(run: str | Path) -> Path:
 
 class Predictor:
     """`Predictor(run_dir).predict(["great film", ...])` -> [{"label", "probabilities"}, ...] for
-    classification, [{"value"}, ...] for regression (in the units of the training targets)."""
+    classification, [{"labels", "probabilities"}, ...] for multilabel, [{"value"}, ...] for regression (in
+    the units of the training targets)."""
 
     def __init__(self, run: str | Path, device: str | None = None):
         self.path = model_dir(run)
@@ -41,7 +42,7 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
-        """The label names of a classifier ([] for other tasks)."""
+        """The label names of a classifier or multi-label model ([] for regression)."""
         return list(self.metadata.get("labels", []))
 
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """Tasks: what is learned. Each task is one module with the same shape: LOSSES, METRICS,
 DEFAULT_METRIC, SHOWN_METRICS, metric_mode; label handling (label_metadata, label_encoder); the model
 head (model_kwargs); the loss (loss_sum, make_loss, eval_loss_sum); metrics (make_metrics,
-update_metrics, finish_metrics); and output (decode, csv_row). Add a task by adding a module and a
-line here."""
+update_metrics, finish_metrics); and output (decode, csv_row(result, meta)). Add a task by adding a
+module and a line here."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from types import ModuleType
 TASKS: dict[str, str] = {
     "classification": "gradtune.tasks.classification",
     "regression": "gradtune.tasks.regression",
+    "multilabel": "gradtune.tasks.multilabel",
 }
 
 

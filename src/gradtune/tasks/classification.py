@@ -172,7 +172,7 @@ def decode(logits: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
-def csv_row(result: dict[str, Any]) -> dict[str, str]:
+def csv_row(result: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, str]:
     """The columns of one prediction in a CSV file: the label and a probability per label."""
     probabilities = {f"prob_{name}": f"{p:.6f}" for name, p in result["probabilities"].items()}
     return {"label": result["label"], **probabilities}

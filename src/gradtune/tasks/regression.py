@@ -149,6 +149,6 @@ def decode(logits: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"value": v * std + mean} for v in logits[:, 0].float().tolist()]
 
 
-def csv_row(result: dict[str, Any]) -> dict[str, str]:
+def csv_row(result: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, str]:
     """The columns of one prediction in a CSV file."""
     return {"value": f"{result['value']:.6f}"}
