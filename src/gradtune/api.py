@@ -21,6 +21,7 @@ from gradtune.data import encode_column, load_split, make_loader, read_table, re
 from gradtune.errors import GradtuneError
 from gradtune.loop import Job, fit
 from gradtune.loop import evaluate as evaluate_loader
+from gradtune.models import scratch
 from gradtune.models.pretrained import dropout_overrides, load_model, load_tokenizer
 from gradtune.monitor import console
 from gradtune.optim import step_plan
@@ -106,6 +107,10 @@ def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[s
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
             console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
+    if tokenizer is None:  # tabular: the numeric feature columns are the input
+        val_path = d.validation or d.train
+        return (task.encode_inputs(train_ds, d.train, meta),
+                task.encode_inputs(val_ds, val_path, meta) if val_ds is not None else None, [], meta)
     tok = lambda ds: tokenize(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)
     return tok(train_ds), (tok(val_ds) if val_ds is not None else None), meta.get("labels", []), meta
 
@@ -117,21 +122,25 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
-    tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
+    text = getattr(task, "USES_TOKENIZER", True)
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code) if text else None
     train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer)
-    overrides = dropout_overrides(cfg.model.name, cfg.model)
-    model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides)
+    if cfg.model.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
+        model = scratch.build_model(cfg.model, len(cfg.data.feature_columns), task.model_kwargs(meta))
+    else:
+        overrides = dropout_overrides(cfg.model.name, cfg.model)
+        model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides)
     t = cfg.train
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
     train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True)
     val_loader = None
     if val_ds is not None:
         val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False)
+    inputs = ({"text_column": cfg.data.text_column, "text_pair_column": cfg.data.text_pair_column,
+               "max_length": cfg.data.max_length} if text else {})  # tabular: feature_columns, in meta
     metadata = {
-        "task": cfg.task, **meta, "base_model": cfg.model.name,
-        "text_column": cfg.data.text_column, "text_pair_column": cfg.data.text_pair_column,
-        "label_column": cfg.data.label_column, "max_length": cfg.data.max_length,
-        "gradtune_version": __version__,
+        "task": cfg.task, **meta, "base_model": cfg.model.name, **inputs,
+        "label_column": cfg.data.label_column, "gradtune_version": __version__,
     }
     loss_fn = task.make_loss(t, train_ds["labels"], model.config.num_labels)
     return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, loss_fn=loss_fn)
@@ -175,11 +184,17 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     """Metrics of a trained run on a labelled file (same columns as in training)."""
     predictor = Predictor(run)
     meta = predictor.metadata
-    columns = DataConfig(text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
-                         label_column=meta["label_column"])
+    if predictor.tokenizer is None:  # tabular
+        columns = DataConfig(feature_columns=meta["feature_columns"], label_column=meta["label_column"])
+    else:
+        columns = DataConfig(text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
+                             label_column=meta["label_column"])
     ds, _ = load_split(data, columns)
     ds = encode_column(ds, data, meta["label_column"], predictor.task.label_encoder(meta))
-    ds = tokenize(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
+    if predictor.tokenizer is None:
+        ds = predictor.task.encode_inputs(ds, data, meta)
+    else:
+        ds = tokenize(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
     loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False)
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
     result = evaluate_loader(predictor.model, loader, predictor.task, accelerator, meta)
@@ -188,29 +203,38 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
 
 
 def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path) -> int:
-    """Predict every row of a file; write CSV (the text, then the task's columns: label(s) and one
-    probability per label, or value) or JSON lines, chosen by the output's extension. Returns the
-    number of rows."""
+    """Predict every row of a file; write CSV (the text, or a tabular model's feature columns, then
+    the task's columns: label(s) and one probability per label, or value) or JSON lines, chosen by
+    the output's extension. Returns the number of rows."""
     predictor = Predictor(run)
     meta = predictor.metadata
     ds = read_table(input_path)
-    wanted = {"text_column": meta["text_column"], "text_pair_column": meta["text_pair_column"]}
-    require_columns(ds, input_path, wanted)
-    texts = ["" if t is None else str(t) for t in ds[meta["text_column"]]]
-    pairs = [str(t) for t in ds[meta["text_pair_column"]]] if meta["text_pair_column"] else None
-    results = predictor.predict(texts, pairs)
+    if predictor.tokenizer is None:  # tabular: each output row starts with the row's features
+        features = meta["feature_columns"]
+        require_columns(ds, input_path, {f"feature_columns[{i}]": c for i, c in enumerate(features)})
+        ds = ds.add_column("_row", list(range(len(ds))))
+        columns = [list(encode_column(ds, input_path, c, predictor.task.parse_feature, "_v")["_v"]) for c in features]
+        inputs = [dict(zip(features, row)) for row in zip(*columns)]
+        results = predictor.predict([list(row.values()) for row in inputs])
+    else:
+        wanted = {"text_column": meta["text_column"], "text_pair_column": meta["text_pair_column"]}
+        require_columns(ds, input_path, wanted)
+        texts = ["" if t is None else str(t) for t in ds[meta["text_column"]]]
+        pairs = [str(t) for t in ds[meta["text_pair_column"]]] if meta["text_pair_column"] else None
+        results = predictor.predict(texts, pairs)
+        inputs = [{"text": text} for text in texts]
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() == ".csv":
         with output_path.open("w", newline="", encoding="utf-8") as f:
-            rows = [{"text": text, **predictor.task.csv_row(r, meta)} for text, r in zip(texts, results)]
+            rows = [{**given, **predictor.task.csv_row(r, meta)} for given, r in zip(inputs, results)]
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["text"])
             writer.writeheader()
             writer.writerows(rows)
     elif output_path.suffix.lower() in (".jsonl", ".json"):
         with output_path.open("w", encoding="utf-8") as f:
-            for text, r in zip(texts, results):
-                f.write(json.dumps({"text": text, **r}, ensure_ascii=False) + "\n")
+            for given, r in zip(inputs, results):
+                f.write(json.dumps({**given, **r}, ensure_ascii=False) + "\n")
     else:
         raise GradtuneError(f"--output {output_path}: use a .csv or .jsonl file")
     return len(results)

@@ -85,7 +85,8 @@ def save_model_dir(folder: Path, model: Any, tokenizer: Any, metadata: dict) -> 
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        if tokenizer is not None:  # a tabular model reads numbers, not text
+            tokenizer.save_pretrained(tmp)
         (tmp / "gradtune.json").write_text(json.dumps(metadata, indent=1, ensure_ascii=False))
         labels = metadata.get("labels")
         if labels is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,11 +24,18 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id")
+    name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id; mlp: a "
+                      "multi-layer perceptron trained from scratch (task: tabular)")
     trust_remote_code: bool = Field(False, description="run model code shipped with a hub model")
     dropout: float | None = Field(None, ge=0, lt=1, description="hidden-layer dropout; null: the model's")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="attention dropout; null: the model's")
     classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the task head")
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        [], description="mlp: widths of the hidden layers; [] is a linear model")
+    bias: bool = Field(True, description="mlp: layers have a bias term")
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field("relu", description="mlp: between hidden layers")
+    init: Literal["default", "zeros"] = Field(
+        "default", description="mlp: default = PyTorch's random init (seeded by train.seed); zeros = all weights 0")
 
 
 class DataConfig(Section):
@@ -45,6 +52,10 @@ class DataConfig(Section):
     on_empty: Literal["error", "skip"] = Field("error", description="rows with empty text")
     standardize_target: bool = Field(
         False, description="regression: learn (y - mean) / std of the training targets; outputs stay in y's units")
+    feature_columns: list[str] | None = Field(
+        None, description="tabular: the numeric input columns, in order (required for task tabular)")
+    standardize_features: bool = Field(
+        False, description="tabular: feed (x - mean) / std per feature, mean and std from the training rows")
     label_delimiter: str = Field(
         ",", min_length=1, description="multilabel: separates the labels in a string label cell ('food,service'); "
         "list cells (jsonl, json, parquet) need none")
@@ -157,8 +168,19 @@ class Config(Section):
             )
         if self.task != "classification" and (self.train.class_weights is not None or self.train.label_smoothing):
             raise ValueError("train.class_weights and train.label_smoothing are for task 'classification'")
-        if self.task != "regression" and self.data.standardize_target:
-            raise ValueError("data.standardize_target is for task 'regression'")
+        if self.task not in ("regression", "tabular") and self.data.standardize_target:
+            raise ValueError("data.standardize_target is for task 'regression' (and 'tabular')")
+        tabular, mlp = self.task == "tabular", self.model.name == "mlp"
+        if tabular and not self.data.feature_columns:
+            raise ValueError("task 'tabular' needs data.feature_columns: the numeric input columns, e.g. [area, rooms]")
+        if not tabular and (self.data.feature_columns is not None or self.data.standardize_features):
+            raise ValueError("data.feature_columns and data.standardize_features are for task 'tabular'")
+        if tabular != mlp:
+            raise ValueError("task 'tabular' trains model.name 'mlp', and model.name 'mlp' is for task 'tabular' "
+                             f"(got task {self.task!r} with model.name {self.model.name!r})")
+        m = self.model
+        if not mlp and (m.hidden_sizes or not m.bias or m.activation != "relu" or m.init != "default"):
+            raise ValueError("model.hidden_sizes, model.bias, model.activation and model.init are for model.name 'mlp'")
         if self.task != "multilabel" and (self.data.label_delimiter != "," or self.train.threshold != 0.5):
             raise ValueError("data.label_delimiter and train.threshold are for task 'multilabel'")
         known = task.METRICS

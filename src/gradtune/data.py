@@ -167,12 +167,16 @@ def load_split(path: str | Path, data_cfg: Any, with_labels: bool = True) -> tup
     """Read and check one split. Adds `_row` (the 0-based data row in the file) so that errors
     found later still point at the right line. Returns the dataset and the rows skipped."""
     ds = read_table(path)
-    columns = {"data.text_column": data_cfg.text_column, "data.text_pair_column": data_cfg.text_pair_column}
+    features = getattr(data_cfg, "feature_columns", None)
+    if features:  # task tabular: numeric columns instead of text (encode_column checks the numbers)
+        columns = {f"data.feature_columns[{i}]": column for i, column in enumerate(features)}
+    else:
+        columns = {"data.text_column": data_cfg.text_column, "data.text_pair_column": data_cfg.text_pair_column}
     if with_labels:
         columns["data.label_column"] = data_cfg.label_column
     require_columns(ds, path, columns)
     ds = ds.add_column("_row", list(range(len(ds))))
-    texts = [(key, col) for key, col in columns.items() if col and key != "data.label_column"]
+    texts = [(key, col) for key, col in columns.items() if col and key.startswith("data.text")]
     return drop_empty_text(ds, path, texts, data_cfg.on_empty)
 
 
@@ -222,19 +226,32 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
 
 # `_row` (the example's row in its file) rides along so an error can name the rows of a bad batch
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "_row")
+# `features` is the input of a task without a tokenizer (tabular)
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "features", "labels", "_row")
+
+
+def stack_collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The collator when there is no tokenizer: every example has the same shape, so stack them
+    (features and labels as float32, `_row` as int64)."""
+    batch = {}
+    for key in rows[0]:
+        dtype = torch.long if key == "_row" else torch.float32
+        batch[key] = torch.tensor([row[key] for row in rows], dtype=dtype)
+    return batch
 
 
 def make_loader(
     ds: datasets.Dataset, tokenizer: Any, batch_size: int, seed: int, shuffle: bool
 ) -> DataLoader:
-    """A DataLoader that pads each batch only to its own longest sequence."""
+    """A DataLoader that pads each batch only to its own longest sequence. Without a tokenizer
+    (tabular) every example has length 1 and the batch is stacked: the same seeded sampler."""
     columns = [c for c in MODEL_INPUTS if c in ds.column_names]
-    sampler = LengthGroupedBatchSampler(ds["length"], batch_size, seed, shuffle)
+    lengths = ds["length"] if tokenizer is not None else [1] * len(ds)
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed, shuffle)
     return DataLoader(
         ds.with_format(columns=columns),
         batch_sampler=sampler,
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=DataCollatorWithPadding(tokenizer) if tokenizer is not None else stack_collate,
         # its own generator: starting an epoch must not draw from the global RNG, which
         # dropout uses and a checkpoint restores (else a resumed run drifts from the original)
         generator=torch.Generator().manual_seed(seed),

@@ -28,14 +28,19 @@ def model_dir(run: str | Path) -> Path:
 class Predictor:
     """`Predictor(run_dir).predict(["great film", ...])` -> [{"label", "probabilities"}, ...] for
     classification, [{"labels", "probabilities"}, ...] for multilabel, [{"value"}, ...] for regression (in
-    the units of the training targets)."""
+    the units of the training targets). A tabular model takes rows of feature values:
+    `.predict([[120.0, 3], {"area": 80, "rooms": 2}])` -> [{"value"}, ...]."""
 
     def __init__(self, run: str | Path, device: str | None = None):
         self.path = model_dir(run)
         self.metadata: dict[str, Any] = json.loads((self.path / "gradtune.json").read_text())
         self.task = get_task(self.metadata["task"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # a tabular model reads numbers: no tokenizer (its mlp class is registered by the import)
+        tabular = "feature_columns" in self.metadata
+        if tabular:
+            import gradtune.models.scratch  # noqa: F401
+        self.tokenizer = None if tabular else AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
         self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
         self.id2label = dict(enumerate(self.labels))
@@ -47,6 +52,12 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> torch.Tensor:
+        if self.tokenizer is None:  # tabular: `texts` are feature rows
+            rows = self.task.feature_rows(texts, self.metadata)
+            out = [self.model(features=torch.tensor(rows[s : s + batch_size], dtype=torch.float32,
+                                                    device=self.device)).logits.float().cpu()
+                   for s in range(0, len(rows), batch_size)]
+            return torch.cat(out) if out else torch.empty(0, self.model.config.num_labels)
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
@@ -59,8 +70,12 @@ class Predictor:
         return torch.cat(out) if out else torch.empty(0, self.model.config.num_labels)
 
     def predict(
-        self, texts: str | list[str], pairs: list[str] | None = None, batch_size: int = 32
+        self, texts: str | list[str] | list[Any], pairs: list[str] | None = None, batch_size: int = 32
     ) -> list[dict[str, Any]]:
+        """Texts (or text pairs); for a tabular model, rows of feature values: a list of numbers in
+        feature_columns order or a dict by column name, one row or a list of them."""
+        if self.tokenizer is None:
+            return self.task.decode(self.logits(texts, batch_size=batch_size), self.metadata)
         if isinstance(texts, str):
             texts = [texts]
         if self.metadata.get("text_pair_column") and pairs is None:

@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "classification": "gradtune.tasks.classification",
     "regression": "gradtune.tasks.regression",
     "multilabel": "gradtune.tasks.multilabel",
+    "tabular": "gradtune.tasks.tabular",
 }
 
 
