@@ -1,0 +1,166 @@
+"""Gradient checking: autograd agrees with central differences on the tiny BERT and on the mlp
+(with and without a hidden layer), a deliberately wrong backward fails and is named, the
+`gradtune gradcheck` command prints the table and exits 0 / 1 / 2, and the user's run is left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import gradtune.gradcheck
+from conftest import write_csv
+from gradtune.cli import app
+from gradtune.errors import GradtuneError
+from gradtune.gradcheck import check_gradients, rel_error
+from test_tabular import linear_rows, tabular_config
+
+runner = CliRunner()
+
+
+class DoubledTanhBackward(torch.autograd.Function):
+    """tanh whose backward returns twice the true gradient: a planted backprop bug."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return 2 * grad * (1 - y * y)
+
+
+class BrokenTanh(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return DoubledTanhBackward.apply(x)
+
+
+@pytest.fixture
+def mlp_config(tmp_path):
+    train = write_csv(tmp_path / "train.csv", linear_rows(40, 0))
+
+    def build(hidden: list[int]) -> dict:
+        return tabular_config(train, tmp_path / "run", model={"hidden_sizes": hidden, "activation": "tanh"},
+                              data={"standardize_features": True})
+
+    return build
+
+
+def test_relative_error_floor_and_zero_rule():
+    assert rel_error(2.0, 2.0) == 0.0
+    assert rel_error(1.0, 2.0) == pytest.approx(0.5)
+    assert rel_error(0.0, 1e-12) == 0.0  # both zero up to round-off: nothing to compare
+    assert rel_error(0.0, 1e-9) == pytest.approx(0.1)  # the 1e-8 floor, not 1e-9 / 1e-9
+
+
+def test_tiny_bert_passes_and_embeddings_are_sampled_from_used_rows(make_config):
+    report = check_gradients(make_config(), params_per_tensor=4)
+    assert report.passed, [(r.tensor, r.worst_rel_error) for r in report.rows if not r.ok]
+    names = [r.tensor for r in report.rows]
+    assert "classifier.weight" in names and "bert.embeddings.word_embeddings.weight" in names
+    assert all(r.checked == min(4, torch.Size(r.shape).numel()) for r in report.rows)
+    word = next(r for r in report.rows if r.tensor == "bert.embeddings.word_embeddings.weight")
+    assert abs(word.autograd) > 1e-10  # a row the batch uses, not a zero-gradient unused word
+    assert report.loss == pytest.approx(0.693, abs=0.01) and report.examples == 4
+    # the head's gradients are large enough to be checked to the full tolerance
+    head = next(r for r in report.rows if r.tensor == "classifier.weight")
+    assert head.ok and not head.roundoff_limited and head.worst_rel_error < 1e-5
+
+
+@pytest.mark.parametrize("hidden", [[8], []])
+def test_mlp_passes_with_and_without_a_hidden_layer(mlp_config, hidden):
+    report = check_gradients(mlp_config(hidden), params_per_tensor=5, batch_size=8)
+    assert report.passed and report.examples == 8
+    expected = ["layers.0.weight", "layers.0.bias", "head.weight", "head.bias"] if hidden else \
+        ["head.weight", "head.bias"]
+    assert [r.tensor for r in report.rows] == expected
+    assert max(r.worst_rel_error for r in report.rows) < 1e-6
+    assert not any(r.roundoff_limited for r in report.rows)
+
+
+def test_a_wrong_backward_fails_and_names_the_tensors(mlp_config, monkeypatch):
+    real_prepare = gradtune.gradcheck.prepare
+
+    def broken(cfg, run_dir):
+        job = real_prepare(cfg, run_dir)
+        job.model.layers[1] = BrokenTanh()  # the hidden layer's activation: backward 2x too large
+        return job
+
+    monkeypatch.setattr(gradtune.gradcheck, "prepare", broken)
+    report = check_gradients(mlp_config([8]))
+    assert not report.passed
+    verdict = {r.tensor: r.ok for r in report.rows}
+    # only the tensors below the broken activation get the doubled gradient
+    assert verdict == {"layers.0.weight": False, "layers.0.bias": False, "head.weight": True, "head.bias": True}
+    bad = next(r for r in report.rows if r.tensor == "layers.0.weight")
+    assert bad.worst_rel_error == pytest.approx(0.5, abs=1e-4)  # |2g - g| / |2g|
+    assert bad.autograd == pytest.approx(2 * bad.numeric, rel=1e-6)
+
+
+def test_a_gradient_hook_that_scales_one_tensor_is_caught(make_config, monkeypatch):
+    real_prepare = gradtune.gradcheck.prepare
+
+    def hooked(cfg, run_dir):
+        job = real_prepare(cfg, run_dir)
+        job.model.classifier.weight.register_hook(lambda g: 1.01 * g)
+        return job
+
+    monkeypatch.setattr(gradtune.gradcheck, "prepare", hooked)
+    report = check_gradients(make_config(), params_per_tensor=3)
+    assert [r.tensor for r in report.rows if not r.ok] == ["classifier.weight"]
+
+
+def write_config(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_prints_the_table_and_exits_0_and_leaves_the_run_alone(mlp_config, tmp_path):
+    cfg = mlp_config([8])
+    run_dir = Path(cfg["output_dir"])
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"kind": "train"}\n')  # a file of the user's own run
+    result = runner.invoke(app, ["gradcheck", str(write_config(tmp_path, cfg)), "--params", "3", "--batch", "6"])
+    assert result.exit_code == 0, result.output
+    for text in ("worst relative error", "layers.0.weight", "head.bias", "8x2", "PASS"):
+        assert text in result.output
+    assert "FAIL" not in result.output
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl"]
+    assert (run_dir / "metrics.jsonl").read_text() == '{"kind": "train"}\n'
+
+
+def test_cli_exits_1_on_a_wrong_backward(mlp_config, tmp_path, monkeypatch):
+    real_prepare = gradtune.gradcheck.prepare
+
+    def broken(cfg, run_dir):
+        job = real_prepare(cfg, run_dir)
+        job.model.layers[1] = BrokenTanh()
+        return job
+
+    monkeypatch.setattr(gradtune.gradcheck, "prepare", broken)
+    cfg = mlp_config([8])
+    result = runner.invoke(app, ["gradcheck", str(write_config(tmp_path, cfg))])
+    assert result.exit_code == 1, result.output
+    assert "FAIL: 2 of 4 tensors" in result.output and "layers.0.weight, layers.0.bias" in result.output
+    assert not Path(cfg["output_dir"]).exists()  # nothing written: output_dir not even created
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--params", "0"], "--params must be at least 1"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--eps", "0"], "--eps must be > 0"),
+    (["--tol", "-1"], "--tol must be > 0"),
+])
+def test_bad_arguments_exit_2_with_a_message(mlp_config, tmp_path, args, message):
+    result = runner.invoke(app, ["gradcheck", str(write_config(tmp_path, mlp_config([]))), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    with pytest.raises(GradtuneError, match="must be at least 1"):
+        check_gradients(mlp_config([]), params_per_tensor=0)
