@@ -80,11 +80,14 @@ def _prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
-def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[str], dict[str, Any]]:
+def _load_data(
+    cfg: Config, task: Any, tokenizer: Any, fit_tokenizer: Any = None
+) -> tuple[Any, Any, list[str], dict[str, Any]]:
     """The tokenized training and validation sets, the label names (classification, multilabel; []
     for regression), and all the task keeps of the training labels (`meta`, saved in gradtune.json:
     classification's label names, multilabel's names, threshold and delimiter, regression's loss
-    and target scale)."""
+    and target scale). With `fit_tokenizer` (and no tokenizer) the tokenizer is
+    `fit_tokenizer(texts)`, trained on the texts of the training split only."""
     d = cfg.data
     if d.train is None:
         raise GradtuneError("data.train is not set: give a training file, e.g. data.train=train.csv")
@@ -107,6 +110,9 @@ def _load_data(cfg: Config, task: Any, tokenizer: Any) -> tuple[Any, Any, list[s
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
             console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
+    if tokenizer is None and fit_tokenizer is not None:
+        columns = [c for c in (d.text_column, d.text_pair_column) if c]
+        tokenizer = fit_tokenizer([str(t) for c in columns for t in train_ds[c]])
     if tokenizer is None:  # tabular: the numeric feature columns are the input
         val_path = d.validation or d.train
         return (task.encode_inputs(train_ds, d.train, meta),
@@ -123,10 +129,22 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
     text = getattr(task, "USES_TOKENIZER", True)
-    tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code) if text else None
-    train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer)
-    if cfg.model.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
-        model = scratch.build_model(cfg.model, len(cfg.data.feature_columns), task.model_kwargs(meta))
+    m, recurrent = cfg.model, cfg.model.name in scratch.CELLS
+    trained: list[Any] = []  # recurrent with model.tokenizer 'train': fitted on the training split
+
+    def fit(texts: list[str]) -> Any:
+        trained.append(scratch.train_tokenizer(texts, m.vocab_size, cfg.data.max_length))
+        return trained[0]
+
+    tokenizer = None
+    if text and not (recurrent and m.tokenizer in (None, "train")):
+        tokenizer = load_tokenizer(m.tokenizer if recurrent else m.name, m.trust_remote_code)
+    train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer, fit if text and recurrent else None)
+    tokenizer = tokenizer or (trained[0] if trained else None)
+    if m.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
+        model = scratch.build_model(m, len(cfg.data.feature_columns), task.model_kwargs(meta))
+    elif recurrent:  # seeded random init, an embedding per token of the tokenizer
+        model = scratch.build_recurrent(m, tokenizer, task.model_kwargs(meta))
     else:
         overrides = dropout_overrides(cfg.model.name, cfg.model)
         model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides)
@@ -140,6 +158,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
                "max_length": cfg.data.max_length} if text else {})  # tabular: feature_columns, in meta
     metadata = {
         "task": cfg.task, **meta, "base_model": cfg.model.name, **inputs,
+        **({"tokenizer": m.tokenizer or "train"} if recurrent else {}),
         "label_column": cfg.data.label_column, "gradtune_version": __version__,
     }
     loss_fn = task.make_loss(t, train_ds["labels"], model.config.num_labels)

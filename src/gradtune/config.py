@@ -25,9 +25,11 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id; mlp: a "
-                      "multi-layer perceptron trained from scratch (task: tabular)")
+                      "multi-layer perceptron trained from scratch (task: tabular); rnn, lstm, gru: a "
+                      "recurrent text model trained from scratch")
     trust_remote_code: bool = Field(False, description="run model code shipped with a hub model")
-    dropout: float | None = Field(None, ge=0, lt=1, description="hidden-layer dropout; null: the model's")
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="hidden-layer dropout; null: the model's (rnn/lstm/gru: between layers, 0)")
     attention_dropout: float | None = Field(None, ge=0, lt=1, description="attention dropout; null: the model's")
     classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the task head")
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
@@ -36,6 +38,20 @@ class ModelConfig(Section):
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field("relu", description="mlp: between hidden layers")
     init: Literal["default", "zeros"] = Field(
         "default", description="mlp: default = PyTorch's random init (seeded by train.seed); zeros = all weights 0")
+    embedding_size: int = Field(128, ge=1, description="rnn/lstm/gru: width of the token embeddings")
+    hidden_size: int = Field(128, ge=1, description="rnn/lstm/gru: width of each recurrent layer (per direction)")
+    num_layers: int = Field(1, ge=1, description="rnn/lstm/gru: stacked recurrent layers")
+    bidirectional: bool = Field(False, description="rnn/lstm/gru: also read each text right to left")
+    pooling: Literal["last", "mean", "max"] = Field(
+        "last", description="rnn/lstm/gru: text vector = final state (bidirectional: + the backward state at the "
+        "first token), or the mean or max of the top layer's outputs over the real tokens")
+    tokenizer: str | None = Field(
+        None, description="rnn/lstm/gru: 'train' (null) = a WordPiece tokenizer trained on the training texts; "
+        "or a pretrained model's alias/folder whose tokenizer is reused")
+    vocab_size: int = Field(8000, ge=10, description="rnn/lstm/gru with tokenizer 'train': WordPiece vocabulary size")
+
+
+RECURRENT_KEYS = ("embedding_size", "hidden_size", "num_layers", "bidirectional", "pooling", "tokenizer", "vocab_size")
 
 
 class DataConfig(Section):
@@ -181,6 +197,15 @@ class Config(Section):
         m = self.model
         if not mlp and (m.hidden_sizes or not m.bias or m.activation != "relu" or m.init != "default"):
             raise ValueError("model.hidden_sizes, model.bias, model.activation and model.init are for model.name 'mlp'")
+        recurrent = m.name in ("rnn", "lstm", "gru")
+        own = [key for key in RECURRENT_KEYS if getattr(m, key) != ModelConfig.model_fields[key].default]
+        if not recurrent and own:
+            raise ValueError(f"model.{', model.'.join(own)}: for model.name rnn, lstm or gru "
+                             f"(got model.name {m.name!r})")
+        if recurrent and m.attention_dropout is not None:
+            raise ValueError("model.attention_dropout: rnn, lstm and gru models have no attention")
+        if recurrent and m.tokenizer not in (None, "train") and m.vocab_size != 8000:
+            raise ValueError("model.vocab_size is for model.tokenizer 'train' (a pretrained tokenizer has its own)")
         if self.task != "multilabel" and (self.data.label_delimiter != "," or self.train.threshold != 0.5):
             raise ValueError("data.label_delimiter and train.threshold are for task 'multilabel'")
         known = task.METRICS

@@ -36,10 +36,10 @@ class Predictor:
         self.metadata: dict[str, Any] = json.loads((self.path / "gradtune.json").read_text())
         self.task = get_task(self.metadata["task"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # a tabular model reads numbers: no tokenizer (its mlp class is registered by the import)
+        # a tabular model reads numbers: no tokenizer; the import registers the from-scratch classes
+        import gradtune.models.scratch  # noqa: F401
+
         tabular = "feature_columns" in self.metadata
-        if tabular:
-            import gradtune.models.scratch  # noqa: F401
         self.tokenizer = None if tabular else AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
         self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
