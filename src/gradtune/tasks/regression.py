@@ -43,19 +43,24 @@ def metric_mode(metric: str) -> str:
     return "min" if metric in ("mse", "mae", "rmse", "loss") else "max"
 
 
-def parse_target(value: Any) -> float:
-    """One target as a float; ValueError (the caller adds file, row, column) if it isn't one."""
+def parse_number(value: Any, what: str, missing: str, bad_hint: str = "") -> float:
+    """`value` as a finite float; ValueError naming `what` (the caller adds file, row, column)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError("the target is missing; regression needs a number in every row")
+        raise ValueError(f"the {what} is missing; {missing}")
     if isinstance(value, bool):  # JSON true/false would otherwise pass as 1.0 / 0.0
-        raise ValueError(f"target {value!r} is not a number")
+        raise ValueError(f"{what} {value!r} is not a number")
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise ValueError(f"target {value!r} is not a number") from None
+        raise ValueError(f"{what} {value!r} is not a number{bad_hint}") from None
     if not math.isfinite(number):
-        raise ValueError(f"target {value!r} is not a finite number")
+        raise ValueError(f"{what} {value!r} is not a finite number")
     return number
+
+
+def parse_target(value: Any) -> float:
+    """One target as a float; ValueError (the caller adds file, row, column) if it isn't one."""
+    return parse_number(value, "target", "regression needs a number in every row")
 
 
 def _scale(meta: dict[str, Any]) -> tuple[float, float]:

@@ -10,7 +10,6 @@ std from the training rows, kept in gradtune.json and applied again at eval and 
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any
 
@@ -41,17 +40,8 @@ USES_TOKENIZER = False
 
 def parse_feature(value: Any) -> float:
     """One feature cell as a float; ValueError (encode_column adds file, row, column) if it isn't one."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError("the feature is missing; every feature column needs a number in every row")
-    if isinstance(value, bool):
-        raise ValueError(f"feature {value!r} is not a number")
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise ValueError(f"feature {value!r} is not a number; data.feature_columns must be numeric") from None
-    if not math.isfinite(number):
-        raise ValueError(f"feature {value!r} is not a finite number")
-    return number
+    return regression.parse_number(value, "feature", "every feature column needs a number in every row",
+                                   "; data.feature_columns must be numeric")
 
 
 def _columns(ds: datasets.Dataset, path: Any, columns: list[str]) -> list[list[float]]:
