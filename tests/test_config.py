@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gradtune.config import Config, as_config, build_config, load_config, parse_overrides
 from gradtune.errors import GradtuneError
@@ -195,6 +196,14 @@ def test_as_config_accepts_dict_config_and_path(tmp_path):
     assert as_config(Config(), ["train.lr=0.25"]).train.lr == 0.25
 
 
+def test_as_config_with_another_task_takes_that_tasks_defaults():
+    cfg = as_config(Config(), ["task=regression"])  # Config() filled in cross_entropy and accuracy
+    assert (cfg.train.loss, cfg.train.metric) == ("mse", "r2")
+    chosen = as_config({"train": {"loss": "cross_entropy", "metric": "f1_macro"}})
+    with pytest.raises(GradtuneError, match="does not fit task"):  # a loss the user chose stays chosen
+        as_config(chosen, ["task=regression"])
+
+
 # -- shipped configs ------------------------------------------------------------------------
 
 SHIPPED = sorted(REPO.glob("examples/**/*.yaml")) + sorted(REPO.glob("src/gradtune/resources/*.yaml"))
@@ -208,7 +217,7 @@ def test_shipped_configs_exist():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_config_parses(path):
     cfg = load_config(path)  # data paths need not exist: only the schema is checked
-    assert cfg.task == "classification"
+    assert cfg.task == (yaml.safe_load(path.read_text()).get("task") or "classification")
 
 
 def test_config_reference_in_docs_is_up_to_date():

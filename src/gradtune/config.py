@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gradtune.errors import GradtuneError
 from gradtune.tasks import TASKS, get_task
@@ -166,6 +166,9 @@ class Config(Section):
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
     output_dir: str = Field("runs/default", description="the run directory")
+    # train keys the validator filled in from the task's defaults: a re-validation with another
+    # task (as_config with task=...) must choose them again, not keep the old task's
+    _filled: set[str] = PrivateAttr(default_factory=set)
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> Config:
@@ -173,8 +176,10 @@ class Config(Section):
         task = get_task(self.task)
         if self.train.loss is None:
             self.train.loss = task.LOSSES[0]
+            self._filled.add("loss")
         if self.train.metric is None:
             self.train.metric = task.DEFAULT_METRIC
+            self._filled.add("metric")
         if self.train.loss not in task.LOSSES:
             owners = [name for name in TASKS if self.train.loss in get_task(name).LOSSES]
             hint = f" ({self.train.loss} is a {' / '.join(owners)} loss)" if owners else ""
@@ -309,7 +314,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> Config:
     """Accept what users pass to the Python API: a Config, a dict, or a path to YAML."""
     if isinstance(config, Config):
-        return build_config(config.model_dump(mode="json"), overrides) if overrides else config
+        if not overrides:
+            return config
+        raw = config.model_dump(mode="json")
+        raw["train"].update(dict.fromkeys(config._filled))  # back to null: the task's defaults again
+        return build_config(raw, overrides)
     if isinstance(config, dict):
         return build_config(config, overrides)
     return load_config(config, overrides)
