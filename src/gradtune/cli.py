@@ -153,7 +153,7 @@ def export(
     from gradtune.errors import GradtuneError
 
     if format == "onnx":
-        from gradtune.onnx_export import export_onnx
+        from gradtune.onnx_export import export_onnx, onnx_folder
 
         if merge:
             raise GradtuneError("--merge applies to --format hf; an ONNX export always holds the whole model")
@@ -161,9 +161,11 @@ def export(
         out.print(f"Wrote {result.folder}/model.onnx (inputs: {', '.join(result.inputs)}; dynamic batch"
                   f"{'' if result.inputs == ['features'] else ' and sequence'} axes) with its tokenizer and "
                   f"gradtune.json; onnxruntime matches PyTorch to {result.max_abs_diff:.1e}", highlight=False)
-        default = output.resolve() in {(run / "onnx").resolve(), (run.parent / "onnx").resolve()}
-        out.print(f"Predict with it: gradtune predict {run if default else output} --backend onnx --text \"...\"",
-                  highlight=False)
+        try:
+            where = run if onnx_folder(run).resolve() == output.resolve() else output
+        except GradtuneError:  # exported somewhere that `predict RUN` does not look
+            where = output
+        out.print(f"Predict with it: gradtune predict {where} --backend onnx --text \"...\"", highlight=False)
         return
     if format == "hf":  # TODO(lead): the hf export body comes from the export/merge branch
         raise GradtuneError("--format hf is not available in this build; use --format onnx")
