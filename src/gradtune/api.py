@@ -194,9 +194,10 @@ def train(
     )
 
 
-def load(run: str | Path) -> Predictor:
-    """The trained model of a run directory, with `.predict(texts)`."""
-    return Predictor(run)
+def load(run: str | Path, backend: str = "torch") -> Predictor:
+    """The trained model of a run directory, with `.predict(texts)`; backend="onnx" predicts with
+    onnxruntime from the run's ONNX export (`gradtune export RUN --format onnx --output RUN/onnx`)."""
+    return Predictor(run, backend=backend)
 
 
 def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[str, Any]:
@@ -221,11 +222,11 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     return result
 
 
-def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path) -> int:
+def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path, backend: str = "torch") -> int:
     """Predict every row of a file; write CSV (the text, or a tabular model's feature columns, then
     the task's columns: label(s) and one probability per label, or value) or JSON lines, chosen by
     the output's extension. Returns the number of rows."""
-    predictor = Predictor(run)
+    predictor = Predictor(run, backend=backend)
     meta = predictor.metadata
     ds = read_table(input_path)
     if predictor.tokenizer is None:  # tabular: each output row starts with the row's features

@@ -29,20 +29,35 @@ class Predictor:
     """`Predictor(run_dir).predict(["great film", ...])` -> [{"label", "probabilities"}, ...] for
     classification, [{"labels", "probabilities"}, ...] for multilabel, [{"value"}, ...] for regression (in
     the units of the training targets). A tabular model takes rows of feature values:
-    `.predict([[120.0, 3], {"area": 80, "rooms": 2}])` -> [{"value"}, ...]."""
+    `.predict([[120.0, 3], {"area": 80, "rooms": 2}])` -> [{"value"}, ...]. With backend="onnx" the
+    logits come from onnxruntime on the run's ONNX export (RUN/onnx, see onnx_export.py); the
+    decoding is the same."""
 
-    def __init__(self, run: str | Path, device: str | None = None):
-        self.path = model_dir(run)
+    def __init__(self, run: str | Path, device: str | None = None, backend: str = "torch"):
+        if backend not in ("torch", "onnx"):
+            raise GradtuneError(f"backend={backend!r}: use 'torch' or 'onnx'")
+        self.backend = backend
+        self.onnx = None  # backend "onnx": the logits come from onnxruntime, reading RUN/onnx only
+        if backend == "onnx":
+            from gradtune.onnx_export import OnnxModel, onnx_folder
+
+            self.path = onnx_folder(run)
+            self.onnx = OnnxModel(self.path / "model.onnx")
+        else:
+            self.path = model_dir(run)
         self.metadata: dict[str, Any] = json.loads((self.path / "gradtune.json").read_text())
         self.task = get_task(self.metadata["task"])
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() and not self.onnx else "cpu"))
         # a tabular model reads numbers: no tokenizer; the import registers the from-scratch classes
         import gradtune.models.scratch  # noqa: F401
 
         tabular = "feature_columns" in self.metadata
         self.tokenizer = None if tabular else AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+        self.model = None
+        if self.onnx is None:
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+        self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
         self.id2label = dict(enumerate(self.labels))
 
     @property
@@ -51,13 +66,19 @@ class Predictor:
         return list(self.metadata.get("labels", []))
 
     @torch.no_grad()
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The logits of one batch of model inputs, from PyTorch or onnxruntime."""
+        if self.onnx is not None:
+            return torch.from_numpy(self.onnx.logits({k: v.numpy() for k, v in inputs.items()})).float()
+        return self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits.float().cpu()
+
+    @torch.no_grad()
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> torch.Tensor:
         if self.tokenizer is None:  # tabular: `texts` are feature rows
             rows = self.task.feature_rows(texts, self.metadata)
-            out = [self.model(features=torch.tensor(rows[s : s + batch_size], dtype=torch.float32,
-                                                    device=self.device)).logits.float().cpu()
+            out = [self.forward({"features": torch.tensor(rows[s : s + batch_size], dtype=torch.float32)})
                    for s in range(0, len(rows), batch_size)]
-            return torch.cat(out) if out else torch.empty(0, self.model.config.num_labels)
+            return torch.cat(out) if out else torch.empty(0, self.num_labels)
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
@@ -65,9 +86,9 @@ class Predictor:
             enc = self.tokenizer(
                 chunk, chunk_pairs, truncation=True, max_length=self.metadata["max_length"],
                 padding=True, return_tensors="pt",
-            ).to(self.device)
-            out.append(self.model(**enc).logits.float().cpu())
-        return torch.cat(out) if out else torch.empty(0, self.model.config.num_labels)
+            )
+            out.append(self.forward(dict(enc)))
+        return torch.cat(out) if out else torch.empty(0, self.num_labels)
 
     def predict(
         self, texts: str | list[str] | list[Any], pairs: list[str] | None = None, batch_size: int = 32
