@@ -140,7 +140,7 @@ class TrainConfig(Section):
         "r2 (regression), f1_micro (multilabel)")
     metric_mode: Literal["auto", "max", "min"] = Field(
         "auto", description="auto: min for loss, mse, mae, rmse, hamming_loss; else max")
-    threshold: Annotated[float, Field(gt=0, lt=1)] | dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+    threshold: float | dict[str, float] = Field(
         0.5, description="multilabel: a label is predicted when its probability is above this; one number, or "
         "a mapping label -> threshold (labels not listed: 0.5)")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
@@ -160,6 +160,15 @@ class TrainConfig(Section):
         if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
             raise ValueError("set train.warmup_steps or train.warmup_ratio, not both")
         return self
+
+    @field_validator("threshold")
+    @classmethod
+    def _probabilities(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for label, value in (v.items() if isinstance(v, dict) else [(None, v)]):
+            if not 0 < value < 1:
+                where = f"label {label!r}: " if label is not None else ""
+                raise ValueError(f"{where}{value} is not a probability strictly between 0 and 1")
+        return v
 
     @field_validator("eval_every", "save_every")
     @classmethod
