@@ -227,3 +227,10 @@ def test_a_stacked_lstm_passes_and_a_wrong_recurrent_gradient_fails(recurrent_co
     monkeypatch.setattr(gradtune.gradcheck, "prepare", hooked)
     report = check_gradients(cfg, params_per_tensor=3)
     assert [r.tensor for r in report.rows if not r.ok] == ["rnn.weight_hh_l0"]
+
+
+def test_cli_gradcheck_passes_on_a_bidirectional_gru(recurrent_config, tmp_path):
+    cfg = recurrent_config("gru", bidirectional=True, pooling="max")
+    result = runner.invoke(app, ["gradcheck", str(write_config(tmp_path, cfg)), "--params", "3"])
+    assert result.exit_code == 0, result.output
+    assert "all 11 tensors" in result.output and "weight_hh_l0" in result.output  # 4 per direction + 3
