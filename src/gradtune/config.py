@@ -108,7 +108,8 @@ class TrainConfig(Section):
         "minibatch", description="minibatch: batch_size per update; stochastic: 1; batch: whole set")
     loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] | None = Field(
         None, description="loss minimised by gradient descent (must fit the task); null: the task's "
-        "first (classification: cross_entropy, regression: mse, multilabel: bce)")
+        "first (classification: cross_entropy, regression: mse, multilabel: bce, tabular: mse); tabular "
+        "with cross_entropy predicts a class")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy label smoothing")
     class_weights: list[float] | Literal["balanced"] | None = Field(
         None, description="cross_entropy class weights, in label order, or 'balanced' (from train labels)")
@@ -137,7 +138,7 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
     metric: str | None = Field(
         None, description="validation metric that picks the best model; null: accuracy (classification), "
-        "r2 (regression), f1_micro (multilabel)")
+        "r2 (regression), f1_micro (multilabel), tabular: r2, or accuracy with cross_entropy")
     metric_mode: Literal["auto", "max", "min"] = Field(
         "auto", description="auto: min for loss, mse, mae, rmse, hamming_loss; else max")
     threshold: float | dict[str, float] = Field(
