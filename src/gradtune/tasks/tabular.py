@@ -197,21 +197,15 @@ def feature_rows(rows: Any, meta: dict[str, Any]) -> list[list[float]]:
         if len(row) != len(names):
             raise GradtuneError(f"row {i}: {len(row)} values, but the model reads {len(names)} columns "
                                 f"({', '.join(names)})")
-        try:
-            numbers.append([parse_feature(v) for v in row[:numeric]])
-            categories.append([parse_category(v) for v in row[numeric:]])
-        except ValueError as err:
-            bad = next(j for j, v in enumerate(row) if _rejects(j < numeric, v))
-            raise GradtuneError(f"row {i}, column {names[bad]!r}: {err}") from None
+        parsed: list[Any] = []
+        for j, (name, value) in enumerate(zip(names, row)):
+            try:
+                parsed.append(parse_feature(value) if j < numeric else parse_category(value))
+            except ValueError as err:
+                raise GradtuneError(f"row {i}, column {name!r}: {err}") from None
+        numbers.append(parsed[:numeric])
+        categories.append(parsed[numeric:])
     return encode_rows(numbers, categories, meta, "predict")
-
-
-def _rejects(numeric: bool, value: Any) -> bool:
-    try:
-        parse_feature(value) if numeric else parse_category(value)
-    except ValueError:
-        return True
-    return False
 
 
 def file_inputs(ds: datasets.Dataset, path: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
