@@ -180,3 +180,38 @@ def test_config_defaults_and_mismatches():
         build_config({}, ["train.threshold=0.3"])
     with pytest.raises(GradtuneError, match="class_weights .* are for task 'classification'"):
         build_config({"task": "multilabel"}, ["train.class_weights=balanced"])
+
+
+def test_per_label_thresholds_are_saved_and_used_by_predict_and_eval(wide_init_bert, files, rows, tmp_path):
+    cfg = multilabel_config(wide_init_bert, files["train"], files["validation"], tmp_path / "bars",
+                            label_delimiter="|")
+    cfg["train"].update(threshold={"hotel": 0.999, "food": 0.001}, max_steps=3)  # service keeps 0.5
+    run = gradtune.train(cfg)
+    meta = json.loads((run.run_dir / "model" / "gradtune.json").read_text())
+    assert meta["threshold"] == {"food": 0.001, "hotel": 0.999}
+    bars = {"food": 0.001, "hotel": 0.999, "service": 0.5}
+    results = gradtune.load(run.run_dir).predict([r["text"] for r in rows["validation"]])
+    for result in results:
+        assert result["labels"] == [n for n in LABELS if result["probabilities"][n] > bars[n]]
+    # after 3 steps no probability is that extreme: food is always predicted, hotel never
+    assert all("food" in r["labels"] and "hotel" not in r["labels"] for r in results)
+    assert any("service" in r["labels"] for r in results) or all(r["probabilities"]["service"] <= 0.5
+                                                                 for r in results)
+    right = sum(set(p["labels"]) == set(r["labels"]) for p, r in zip(results, rows["validation"]))
+    metrics = gradtune.evaluate(run.run_dir, files["validation"])
+    assert metrics["subset_accuracy"] == pytest.approx(right / len(results), abs=1e-5)
+    decisions = len(LABELS) * len(results)
+    wrong = sum(len(set(p["labels"]) ^ set(r["labels"])) for p, r in zip(results, rows["validation"]))
+    assert metrics["hamming_loss"] == pytest.approx(wrong / decisions, abs=1e-5)
+
+
+def test_a_threshold_for_an_unknown_label_lists_the_real_labels(wide_init_bert, files, tmp_path):
+    cfg = multilabel_config(wide_init_bert, files["train"], files["validation"], tmp_path / "bad",
+                            label_delimiter="|")
+    cfg["train"].update(threshold={"food": 0.3, "drinks": 0.2})
+    with pytest.raises(GradtuneError, match=r"train.threshold names label\(s\) 'drinks' that .*train.csv "
+                                            r"\(column 'tags'\) does not have; its labels: food, hotel, service"):
+        gradtune.train(cfg)
+    with pytest.raises(GradtuneError, match=r"train.threshold: label .food.: 1.5 is not a probability"):
+        build_config({"task": "multilabel"}, ["train.threshold={food: 1.5}"])
+    assert build_config({"task": "multilabel"}, ["train.threshold={food: 0.3}"]).train.threshold == {"food": 0.3}

@@ -142,7 +142,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer, fit if text and recurrent else None)
     tokenizer = tokenizer or (trained[0] if trained else None)
     if m.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
-        model = scratch.build_model(m, len(cfg.data.feature_columns), task.model_kwargs(meta))
+        model = scratch.build_model(m, task.input_sizes(meta), task.model_kwargs(meta))
     elif recurrent:  # seeded random init, an embedding per token of the tokenizer
         model = scratch.build_recurrent(m, tokenizer, task.model_kwargs(meta))
     else:
@@ -205,7 +205,8 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     predictor = Predictor(run)
     meta = predictor.metadata
     if predictor.tokenizer is None:  # tabular
-        columns = DataConfig(feature_columns=meta["feature_columns"], label_column=meta["label_column"])
+        columns = DataConfig(feature_columns=meta["feature_columns"], label_column=meta["label_column"],
+                             categorical_columns=meta.get("categorical_columns"))
     else:
         columns = DataConfig(text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
                              label_column=meta["label_column"])
@@ -229,13 +230,11 @@ def predict_file(run: str | Path, input_path: str | Path, output_path: str | Pat
     predictor = Predictor(run, backend=backend)
     meta = predictor.metadata
     ds = read_table(input_path)
-    if predictor.tokenizer is None:  # tabular: each output row starts with the row's features
-        features = meta["feature_columns"]
-        require_columns(ds, input_path, {f"feature_columns[{i}]": c for i, c in enumerate(features)})
+    if predictor.tokenizer is None:  # tabular: each output row starts with the row's input columns
+        require_columns(ds, input_path, predictor.task.column_keys(meta))
         ds = ds.add_column("_row", list(range(len(ds))))
-        columns = [list(encode_column(ds, input_path, c, predictor.task.parse_feature, "_v")["_v"]) for c in features]
-        inputs = [dict(zip(features, row)) for row in zip(*columns)]
-        results = predictor.predict([list(row.values()) for row in inputs])
+        inputs = predictor.task.file_inputs(ds, input_path, meta)
+        results = predictor.predict(inputs)
     else:
         wanted = {"text_column": meta["text_column"], "text_pair_column": meta["text_pair_column"]}
         require_columns(ds, input_path, wanted)

@@ -69,9 +69,18 @@ class DataConfig(Section):
     standardize_target: bool = Field(
         False, description="regression: learn (y - mean) / std of the training targets; outputs stay in y's units")
     feature_columns: list[str] | None = Field(
-        None, description="tabular: the numeric input columns, in order (required for task tabular)")
+        None, description="tabular: the numeric input columns, in order (task tabular needs these or "
+        "categorical_columns)")
     standardize_features: bool = Field(
         False, description="tabular: feed (x - mean) / std per feature, mean and std from the training rows")
+    categorical_columns: list[str] | None = Field(
+        None, description="tabular: input columns holding categories (any value, read as text); the categories "
+        "are those of the training rows, an unseen one is encoded as all zeros")
+    categorical_encoding: Literal["onehot", "embedding"] = Field(
+        "onehot", description="tabular: onehot = one 0/1 input per category; embedding = a learned vector "
+        "per category (categorical_embedding_size wide)")
+    categorical_embedding_size: int = Field(
+        4, ge=1, description="tabular with categorical_encoding embedding: width of each category's vector")
     label_delimiter: str = Field(
         ",", min_length=1, description="multilabel: separates the labels in a string label cell ('food,service'); "
         "list cells (jsonl, json, parquet) need none")
@@ -99,7 +108,8 @@ class TrainConfig(Section):
         "minibatch", description="minibatch: batch_size per update; stochastic: 1; batch: whole set")
     loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] | None = Field(
         None, description="loss minimised by gradient descent (must fit the task); null: the task's "
-        "first (classification: cross_entropy, regression: mse, multilabel: bce)")
+        "first (classification: cross_entropy, regression: mse, multilabel: bce, tabular: mse); tabular "
+        "with cross_entropy predicts a class")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy label smoothing")
     class_weights: list[float] | Literal["balanced"] | None = Field(
         None, description="cross_entropy class weights, in label order, or 'balanced' (from train labels)")
@@ -128,11 +138,12 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
     metric: str | None = Field(
         None, description="validation metric that picks the best model; null: accuracy (classification), "
-        "r2 (regression), f1_micro (multilabel)")
+        "r2 (regression), f1_micro (multilabel), tabular: r2, or accuracy with cross_entropy")
     metric_mode: Literal["auto", "max", "min"] = Field(
         "auto", description="auto: min for loss, mse, mae, rmse, hamming_loss; else max")
-    threshold: float = Field(
-        0.5, gt=0, lt=1, description="multilabel: a label is predicted when its probability is above this")
+    threshold: float | dict[str, float] = Field(
+        0.5, description="multilabel: a label is predicted when its probability is above this; one number, or "
+        "a mapping label -> threshold (labels not listed: 0.5)")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="smaller changes are no improvement")
     save_every: int | Literal["epoch"] = Field("epoch", description="checkpoint every epoch or N steps")
@@ -150,6 +161,15 @@ class TrainConfig(Section):
         if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
             raise ValueError("set train.warmup_steps or train.warmup_ratio, not both")
         return self
+
+    @field_validator("threshold")
+    @classmethod
+    def _probabilities(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for label, value in (v.items() if isinstance(v, dict) else [(None, v)]):
+            if not 0 < value < 1:
+                where = f"label {label!r}: " if label is not None else ""
+                raise ValueError(f"{where}{value} is not a probability strictly between 0 and 1")
+        return v
 
     @field_validator("eval_every", "save_every")
     @classmethod
@@ -177,8 +197,10 @@ class Config(Section):
         if self.train.loss is None:
             self.train.loss = task.LOSSES[0]
             self._filled.add("loss")
+        # tabular: the target side, and so the metrics, follow the loss (cross_entropy: a class)
+        target = task.target_task(self.train.loss) if hasattr(task, "target_task") else task
         if self.train.metric is None:
-            self.train.metric = task.DEFAULT_METRIC
+            self.train.metric = target.DEFAULT_METRIC
             self._filled.add("metric")
         if self.train.loss not in task.LOSSES:
             owners = [name for name in TASKS if self.train.loss in get_task(name).LOSSES]
@@ -187,15 +209,30 @@ class Config(Section):
                 f"train.loss={self.train.loss!r} does not fit task {self.task!r}; its losses: "
                 f"{', '.join(task.LOSSES)}{hint}"
             )
-        if self.task != "classification" and (self.train.class_weights is not None or self.train.label_smoothing):
-            raise ValueError("train.class_weights and train.label_smoothing are for task 'classification'")
-        if self.task not in ("regression", "tabular") and self.data.standardize_target:
-            raise ValueError("data.standardize_target is for task 'regression' (and 'tabular')")
-        tabular, mlp = self.task == "tabular", self.model.name == "mlp"
-        if tabular and not self.data.feature_columns:
-            raise ValueError("task 'tabular' needs data.feature_columns: the numeric input columns, e.g. [area, rooms]")
-        if not tabular and (self.data.feature_columns is not None or self.data.standardize_features):
-            raise ValueError("data.feature_columns and data.standardize_features are for task 'tabular'")
+        classes = target.__name__.endswith(".classification")
+        if not classes and (self.train.class_weights is not None or self.train.label_smoothing):
+            raise ValueError("train.class_weights and train.label_smoothing are for task 'classification' "
+                             "(and 'tabular' with train.loss cross_entropy)")
+        if (self.task not in ("regression", "tabular") or classes) and self.data.standardize_target:
+            raise ValueError("data.standardize_target is for task 'regression' (and 'tabular' with a numeric "
+                             "target: train.loss mse, huber or l1)")
+        tabular, mlp, d = self.task == "tabular", self.model.name == "mlp", self.data
+        if tabular and not (d.feature_columns or d.categorical_columns):
+            raise ValueError("task 'tabular' needs data.feature_columns (numeric input columns, e.g. [area, rooms]) "
+                             "and/or data.categorical_columns (e.g. [city])")
+        # compared with the defaults (not model_fields_set): a saved config.yaml lists every key
+        default_size = DataConfig.model_fields["categorical_embedding_size"].default
+        embedding_size_set = d.categorical_embedding_size != default_size
+        if not tabular and (d.feature_columns is not None or d.standardize_features or d.categorical_columns
+                            is not None or d.categorical_encoding != "onehot" or embedding_size_set):
+            raise ValueError("data.feature_columns, data.standardize_features and data.categorical_* are for "
+                             "task 'tabular'")
+        if d.categorical_encoding != "embedding" and embedding_size_set:
+            raise ValueError("data.categorical_embedding_size is for data.categorical_encoding 'embedding'")
+        both = set(d.feature_columns or []) & set(d.categorical_columns or [])
+        if both:
+            raise ValueError(f"column(s) {', '.join(sorted(both))} are in both data.feature_columns and "
+                             "data.categorical_columns; a column is numeric or categorical")
         if tabular != mlp:
             raise ValueError("task 'tabular' trains model.name 'mlp', and model.name 'mlp' is for task 'tabular' "
                              f"(got task {self.task!r} with model.name {self.model.name!r})")
@@ -213,7 +250,7 @@ class Config(Section):
             raise ValueError("model.vocab_size is for model.tokenizer 'train' (a pretrained tokenizer has its own)")
         if self.task != "multilabel" and (self.data.label_delimiter != "," or self.train.threshold != 0.5):
             raise ValueError("data.label_delimiter and train.threshold are for task 'multilabel'")
-        known = task.METRICS
+        known = target.METRICS
         if self.train.metric not in known:
             hint = _did_you_mean(self.train.metric, known)
             raise ValueError(

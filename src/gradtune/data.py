@@ -167,9 +167,11 @@ def load_split(path: str | Path, data_cfg: Any, with_labels: bool = True) -> tup
     """Read and check one split. Adds `_row` (the 0-based data row in the file) so that errors
     found later still point at the right line. Returns the dataset and the rows skipped."""
     ds = read_table(path)
-    features = getattr(data_cfg, "feature_columns", None)
-    if features:  # task tabular: numeric columns instead of text (encode_column checks the numbers)
+    features = getattr(data_cfg, "feature_columns", None) or []
+    categorical = getattr(data_cfg, "categorical_columns", None) or []
+    if features or categorical:  # task tabular: input columns instead of text (encode_column checks the cells)
         columns = {f"data.feature_columns[{i}]": column for i, column in enumerate(features)}
+        columns.update({f"data.categorical_columns[{i}]": column for i, column in enumerate(categorical)})
     else:
         columns = {"data.text_column": data_cfg.text_column, "data.text_pair_column": data_cfg.text_pair_column}
     if with_labels:

@@ -181,7 +181,8 @@ def fit(job: Job) -> Progress:
         log.write({"kind": "eval", "step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4),
                    "elapsed": round(progress.train_seconds, 3),
                    **{k: v for k, v in result.items() if k != "confusion_matrix"}})
-        shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *job.task.SHOWN_METRICS]))
+        shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *job.task.SHOWN_METRICS])
+                          if k in result)  # tabular shows regression's or classification's
         say(f"step {progress.step}: {shown}" + ("  [green](best)" if best else ""))
         if best:
             progress.best_metric, progress.best_step = value, progress.step

@@ -34,9 +34,12 @@ class MLPConfig(PretrainedConfig):
 
     def __init__(
         self, num_features: int = 1, hidden_sizes: list[int] | tuple[int, ...] = (), bias: bool = True,
-        activation: str = "relu", init: str = "default", **kwargs: Any,
+        activation: str = "relu", init: str = "default", category_sizes: list[int] | tuple[int, ...] = (),
+        category_embedding_size: int = 4, **kwargs: Any,
     ):
         self.num_features = num_features
+        self.category_sizes = list(category_sizes)  # tabular embeddings: categories + 1 per column (0: unseen)
+        self.category_embedding_size = category_embedding_size
         self.hidden_sizes = list(hidden_sizes)
         self.bias = bias
         self.activation = activation
@@ -45,7 +48,10 @@ class MLPConfig(PretrainedConfig):
 
 
 class MLPForSequenceClassification(PreTrainedModel):
-    """features [b, f] -> hidden layers (Linear + activation) -> a Linear head with num_labels outputs."""
+    """features [b, f] -> hidden layers (Linear + activation) -> a Linear head with num_labels outputs.
+    With category_sizes (tabular categorical_encoding embedding) the last len(category_sizes)
+    feature columns are category ids: each is replaced by its row of a learned embedding table
+    (row 0, an unseen category, is zero and never trained: padding_idx) before the first layer."""
 
     config_class = MLPConfig
     base_model_prefix = "mlp"
@@ -53,7 +59,10 @@ class MLPForSequenceClassification(PreTrainedModel):
 
     def __init__(self, config: MLPConfig):
         super().__init__(config)
-        sizes = [config.num_features, *config.hidden_sizes]
+        self.categories = nn.ModuleList(
+            nn.Embedding(n, config.category_embedding_size, padding_idx=0) for n in config.category_sizes)
+        width = config.num_features + len(config.category_sizes) * config.category_embedding_size
+        sizes = [width, *config.hidden_sizes]
         layers: list[nn.Module] = []
         for width_in, width_out in zip(sizes, sizes[1:]):
             layers += [nn.Linear(width_in, width_out, bias=config.bias), ACTIVATIONS[config.activation]()]
@@ -74,10 +83,17 @@ class MLPForSequenceClassification(PreTrainedModel):
         self, features: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Any
     ) -> SequenceClassifierOutput:
         x = features.to(self.head.weight.dtype)  # the loader's float32, or fp64 after model.double()
+        if self.categories:
+            ids = features[:, self.config.num_features:].long()
+            x = torch.cat([x[:, :self.config.num_features],
+                           *(table(ids[:, i]) for i, table in enumerate(self.categories))], dim=-1)
         logits = self.head(self.layers(x))
         loss = None
         if labels is not None:  # the HF convention; gradtune's loop computes its own loss
-            loss = nn.functional.mse_loss(logits[:, 0], labels.to(logits.dtype))
+            if self.config.problem_type == "regression":
+                loss = nn.functional.mse_loss(logits[:, 0], labels.to(logits.dtype))
+            else:  # tabular classification
+                loss = nn.functional.cross_entropy(logits, labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
@@ -85,11 +101,12 @@ AutoConfig.register(MLPConfig.model_type, MLPConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(MLPConfig, MLPForSequenceClassification, exist_ok=True)
 
 
-def build_model(model_cfg: Any, num_features: int, head: dict[str, Any]) -> MLPForSequenceClassification:
-    """A freshly initialised MLP (seeded by the caller's set_seed(train.seed)); `head` is the
-    task's model_kwargs (num_labels, problem_type)."""
-    config = MLPConfig(num_features=num_features, hidden_sizes=model_cfg.hidden_sizes, bias=model_cfg.bias,
-                       activation=model_cfg.activation, init=model_cfg.init, **head)
+def build_model(model_cfg: Any, inputs: dict[str, Any], head: dict[str, Any]) -> MLPForSequenceClassification:
+    """A freshly initialised MLP (seeded by the caller's set_seed(train.seed)); `inputs` is the
+    tabular task's input_sizes (num_features, category_sizes, ...), `head` its model_kwargs
+    (num_labels, problem_type, labels)."""
+    config = MLPConfig(hidden_sizes=model_cfg.hidden_sizes, bias=model_cfg.bias, activation=model_cfg.activation,
+                       init=model_cfg.init, **inputs, **head)
     return MLPForSequenceClassification(config)
 
 

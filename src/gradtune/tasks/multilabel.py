@@ -5,7 +5,9 @@ Hamming loss.
 Labels come as a list column (JSONL / JSON / Parquet lists) or as a string split on
 `data.label_delimiter` ("food,service"); an empty list, an empty string or an empty cell means no
 label. The vocabulary is the sorted union of the training rows' labels; each row becomes a
-multi-hot float vector. A label is predicted when its probability is above `train.threshold`.
+multi-hot float vector. A label is predicted when its probability is above `train.threshold`: one
+number for every label, or a mapping label -> threshold (labels not listed keep 0.5), e.g. a lower
+bar for a rare label whose probabilities stay low.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ METRICS = (
 # and unlike subset accuracy it gives credit for a partly right label set
 DEFAULT_METRIC = "f1_micro"
 SHOWN_METRICS = ("f1_micro", "f1_macro", "subset_accuracy", "loss")  # printed after each evaluation
+DEFAULT_THRESHOLD = 0.5  # a label's threshold when train.threshold's mapping does not list it
 
 
 def metric_mode(metric: str) -> str:
@@ -82,8 +85,25 @@ def label_metadata(train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, A
     if not names:
         raise GradtuneError(f"{d.train}: column {d.label_column!r} holds no label in any row; "
                             "multilabel needs at least 1 label")
-    return {"labels": sorted(names), "threshold": cfg.train.threshold,
-            "delimiter": d.label_delimiter}
+    labels = sorted(names)
+    threshold = cfg.train.threshold
+    if isinstance(threshold, dict):
+        unknown = [name for name in threshold if name not in names]
+        if unknown:
+            raise GradtuneError(
+                f"train.threshold names label(s) {', '.join(map(repr, unknown))} that {d.train} (column "
+                f"{d.label_column!r}) does not have; its labels: {', '.join(labels)}")
+        threshold = dict(sorted(threshold.items()))
+    return {"labels": labels, "threshold": threshold, "delimiter": d.label_delimiter}
+
+
+def thresholds(meta: dict[str, Any]) -> list[float]:
+    """The threshold of each label, in label order: train.threshold's number for all, or its
+    mapping's value (DEFAULT_THRESHOLD for a label it does not list)."""
+    threshold = meta.get("threshold", DEFAULT_THRESHOLD)
+    if isinstance(threshold, dict):
+        return [float(threshold.get(name, DEFAULT_THRESHOLD)) for name in meta["labels"]]
+    return [float(threshold)] * len(meta["labels"])
 
 
 def encode_labels(value: Any, label2id: dict[str, int], delimiter: str) -> list[float]:
@@ -130,8 +150,9 @@ def eval_loss_sum(logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> tor
 
 
 def _predicted(logits: torch.Tensor, meta: dict) -> torch.Tensor:
-    """0/1 per (example, label): probability above the threshold."""
-    return (torch.sigmoid(logits.float()) > meta.get("threshold", 0.5)).int()
+    """0/1 per (example, label): probability above the label's threshold."""
+    bar = torch.tensor(thresholds(meta), device=logits.device)
+    return (torch.sigmoid(logits.float()) > bar).int()
 
 
 def make_metrics(meta: dict[str, Any]) -> MetricCollection:
@@ -161,11 +182,10 @@ def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def decode(logits: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    names = meta["labels"]
-    threshold = meta.get("threshold", 0.5)
+    names, bars = meta["labels"], thresholds(meta)
     results = []
     for row in torch.sigmoid(logits.float()).tolist():
-        results.append({"labels": [n for n, p in zip(names, row) if p > threshold],
+        results.append({"labels": [n for n, p, bar in zip(names, row, bars) if p > bar],
                         "probabilities": dict(zip(names, row))})
     return results
 
