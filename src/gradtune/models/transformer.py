@@ -123,7 +123,9 @@ class TransformerPreTrainedModel(PreTrainedModel):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_final = nn.LayerNorm(config.embedding_size)
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The final vectors [b, t, width] and the real-token mask [b, t]."""
         b, t = input_ids.shape
         if t > self.config.max_positions:
