@@ -1,6 +1,7 @@
 """Gradient checking: autograd agrees with central differences on the tiny BERT, on the mlp
-(with and without a hidden layer) and on the from-scratch transformer encoder and gpt decoder, a deliberately wrong backward fails and is named, the
-`gradtune gradcheck` command prints the table and exits 0 / 1 / 2, and the user's run is left alone."""
+(with and without a hidden layer) and on the from-scratch transformer encoder and gpt decoder,
+a deliberately wrong backward fails and is named, the `gradtune gradcheck` command prints the
+table and exits 0 / 1 / 2, and the user's run is left alone."""
 
 from __future__ import annotations
 
