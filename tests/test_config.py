@@ -217,7 +217,10 @@ def test_shipped_configs_exist():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_config_parses(path):
     cfg = load_config(path)  # data paths need not exist: only the schema is checked
+    from gradtune.tasks import get_task
+
     assert cfg.task == (yaml.safe_load(path.read_text()).get("task") or "classification")
+    assert cfg.train.metric in get_task(cfg.task).METRICS
 
 
 def test_config_reference_in_docs_is_up_to_date():

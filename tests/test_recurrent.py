@@ -93,7 +93,7 @@ def test_regression_head_and_a_reused_pretrained_tokenizer(make_config, tiny_ber
 @pytest.mark.parametrize("model, message", [
     ({"name": "lstm", "hidden_sizes": [8]}, "are for model.name 'mlp'"),
     ({"name": "lstm", "pooling": "avg"}, "model.pooling"),
-    ({"name": "minilm", "hidden_size": 8}, "model.hidden_size: for model.name rnn, lstm or gru"),
+    ({"name": "minilm", "hidden_size": 8}, "model.hidden_size: for model.name rnn, lstm, gru, transformer, gpt"),
     ({"name": "minilm", "tokenizer": "train"}, "model.tokenizer"),
     ({"name": "gru", "attention_dropout": 0.1}, "no attention"),
     ({"name": "gru", "tokenizer": "minilm", "vocab_size": 100}, "model.vocab_size is for model.tokenizer 'train'"),

@@ -21,7 +21,7 @@ from gradtune.data import encode_column, load_split, make_loader, read_table, re
 from gradtune.errors import GradtuneError
 from gradtune.loop import Job, fit
 from gradtune.loop import evaluate as evaluate_loader
-from gradtune.models import scratch
+from gradtune.models import scratch, transformer
 from gradtune.models.pretrained import dropout_overrides, load_model, load_tokenizer
 from gradtune.monitor import console
 from gradtune.optim import step_plan
@@ -91,7 +91,8 @@ def _load_data(
     d = cfg.data
     if d.train is None:
         raise GradtuneError("data.train is not set: give a training file, e.g. data.train=train.csv")
-    train_ds, skipped = load_split(d.train, d)
+    labelled = getattr(task, "LABELS", True)  # causal_lm: the text is its own target
+    train_ds, skipped = load_split(d.train, d, with_labels=labelled)
     held_out = None
     if d.validation_split:
         # split before the task sees the labels, so that a statistic of the training targets
@@ -99,14 +100,14 @@ def _load_data(
         parts = train_ds.train_test_split(test_size=d.validation_split, seed=cfg.train.seed)
         train_ds, held_out = parts["train"], parts["test"]
     meta = task.label_metadata(train_ds, cfg, held_out)
-    encode = task.label_encoder(meta)
-    train_ds = encode_column(train_ds, d.train, d.label_column, encode)
-    val_ds, val_skipped = None, 0
+    encode = task.label_encoder(meta) if labelled else None
+    if labelled:
+        train_ds = encode_column(train_ds, d.train, d.label_column, encode)
+    val_ds, val_skipped = held_out, 0
     if d.validation:
-        val_ds, val_skipped = load_split(d.validation, d)
-        val_ds = encode_column(val_ds, d.validation, d.label_column, encode)
-    elif held_out is not None:
-        val_ds = encode_column(held_out, d.train, d.label_column, encode)
+        val_ds, val_skipped = load_split(d.validation, d, with_labels=labelled)
+    if labelled and val_ds is not None:
+        val_ds = encode_column(val_ds, d.validation or d.train, d.label_column, encode)
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
             console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
@@ -117,7 +118,8 @@ def _load_data(
         val_path = d.validation or d.train
         return (task.encode_inputs(train_ds, d.train, meta),
                 task.encode_inputs(val_ds, val_path, meta) if val_ds is not None else None, [], meta)
-    tok = lambda ds: tokenize(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)
+    tokenize_split = getattr(task, "tokenize", tokenize)  # causal_lm adds eos and the token labels
+    tok = lambda ds: tokenize_split(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)
     return tok(train_ds), (tok(val_ds) if val_ds is not None else None), meta.get("labels", []), meta
 
 
@@ -130,36 +132,47 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     task = get_task(cfg.task)
     text = getattr(task, "USES_TOKENIZER", True)
     m, recurrent = cfg.model, cfg.model.name in scratch.CELLS
-    trained: list[Any] = []  # recurrent with model.tokenizer 'train': fitted on the training split
+    scratch_text = recurrent or m.name in (transformer.ENCODER, transformer.DECODER)
+    trained: list[Any] = []  # from scratch with model.tokenizer 'train': fitted on the training split
 
     def fit(texts: list[str]) -> Any:
-        trained.append(scratch.train_tokenizer(texts, m.vocab_size, cfg.data.max_length))
+        # gpt: byte-level BPE, so that any generated ids decode back to clean text
+        train = transformer.train_bpe_tokenizer if m.name == transformer.DECODER else scratch.train_tokenizer
+        trained.append(train(texts, m.vocab_size, cfg.data.max_length))
         return trained[0]
 
     tokenizer = None
-    if text and not (recurrent and m.tokenizer in (None, "train")):
-        tokenizer = load_tokenizer(m.tokenizer if recurrent else m.name, m.trust_remote_code)
-    train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer, fit if text and recurrent else None)
+    if text and not (scratch_text and m.tokenizer in (None, "train")):
+        tokenizer = load_tokenizer(m.tokenizer if scratch_text else m.name, m.trust_remote_code)
+    train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer, fit if text and scratch_text else None)
     tokenizer = tokenizer or (trained[0] if trained else None)
     if m.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
         model = scratch.build_model(m, task.input_sizes(meta), task.model_kwargs(meta))
     elif recurrent:  # seeded random init, an embedding per token of the tokenizer
         model = scratch.build_recurrent(m, tokenizer, task.model_kwargs(meta))
+    elif m.name == transformer.ENCODER:  # seeded init (GPT-2's), positions for data.max_length tokens
+        model = transformer.build_encoder(m, tokenizer, cfg.data.max_length, task.model_kwargs(meta))
+    elif m.name == transformer.DECODER:
+        model = transformer.build_decoder(m, tokenizer, cfg.data.max_length)
     else:
         overrides = dropout_overrides(cfg.model.name, cfg.model)
-        model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides)
+        model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides,
+                           auto=getattr(task, "AUTO_MODEL", "AutoModelForSequenceClassification"))
     t = cfg.train
+    collator = task.collator(tokenizer) if hasattr(task, "collator") else None
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
-    train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True)
+    train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True, collator=collator)
     val_loader = None
     if val_ds is not None:
-        val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False)
+        val_loader = make_loader(val_ds, tokenizer, t.eval_batch_size or 2 * t.batch_size, t.seed, shuffle=False,
+                                 collator=collator)
     inputs = ({"text_column": cfg.data.text_column, "text_pair_column": cfg.data.text_pair_column,
                "max_length": cfg.data.max_length} if text else {})  # tabular: feature_columns, in meta
     metadata = {
         "task": cfg.task, **meta, "base_model": cfg.model.name, **inputs,
-        **({"tokenizer": m.tokenizer or "train"} if recurrent else {}),
-        "label_column": cfg.data.label_column, "gradtune_version": __version__,
+        **({"tokenizer": m.tokenizer or "train"} if scratch_text else {}),
+        "label_column": cfg.data.label_column if getattr(task, "LABELS", True) else None,
+        "gradtune_version": __version__,
     }
     loss_fn = task.make_loss(t, train_ds["labels"], model.config.num_labels)
     return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, loss_fn=loss_fn)
@@ -195,8 +208,9 @@ def train(
 
 
 def load(run: str | Path, backend: str = "torch") -> Predictor:
-    """The trained model of a run directory, with `.predict(texts)`; backend="onnx" predicts with
-    onnxruntime from the run's ONNX export (`gradtune export RUN --format onnx --output RUN/onnx`)."""
+    """The trained model of a run directory, with `.predict(texts)` (causal_lm: `.generate(prompt)`);
+    backend="onnx" predicts with onnxruntime from the run's ONNX export
+    (`gradtune export RUN --format onnx --output RUN/onnx`)."""
     return Predictor(run, backend=backend)
 
 
@@ -204,19 +218,23 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     """Metrics of a trained run on a labelled file (same columns as in training)."""
     predictor = Predictor(run)
     meta = predictor.metadata
+    labelled = getattr(predictor.task, "LABELS", True)  # causal_lm: the texts are the targets
     if predictor.tokenizer is None:  # tabular
         columns = DataConfig(feature_columns=meta["feature_columns"], label_column=meta["label_column"],
                              categorical_columns=meta.get("categorical_columns"))
     else:
         columns = DataConfig(text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
-                             label_column=meta["label_column"])
-    ds, _ = load_split(data, columns)
-    ds = encode_column(ds, data, meta["label_column"], predictor.task.label_encoder(meta))
+                             **({"label_column": meta["label_column"]} if labelled else {}))
+    ds, _ = load_split(data, columns, with_labels=labelled)
+    if labelled:
+        ds = encode_column(ds, data, meta["label_column"], predictor.task.label_encoder(meta))
     if predictor.tokenizer is None:
         ds = predictor.task.encode_inputs(ds, data, meta)
     else:
-        ds = tokenize(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
-    loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False)
+        tokenize_split = getattr(predictor.task, "tokenize", tokenize)
+        ds = tokenize_split(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
+    collator = predictor.task.collator(predictor.tokenizer) if hasattr(predictor.task, "collator") else None
+    loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False, collator=collator)
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
     result = evaluate_loader(predictor.model, loader, predictor.task, accelerator, meta)
     result["examples"] = len(ds)

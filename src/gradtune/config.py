@@ -26,11 +26,14 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id; mlp: a "
                       "multi-layer perceptron trained from scratch (task: tabular); rnn, lstm, gru: a "
-                      "recurrent text model trained from scratch")
+                      "recurrent text model trained from scratch; transformer: a transformer encoder trained "
+                      "from scratch (text tasks); gpt: a transformer decoder trained from scratch (task: causal_lm)")
     trust_remote_code: bool = Field(False, description="run model code shipped with a hub model")
     dropout: float | None = Field(
-        None, ge=0, lt=1, description="hidden-layer dropout; null: the model's (rnn/lstm/gru: between layers, 0)")
-    attention_dropout: float | None = Field(None, ge=0, lt=1, description="attention dropout; null: the model's")
+        None, ge=0, lt=1, description="hidden-layer dropout; null: the model's (rnn/lstm/gru: between layers, 0; "
+        "transformer/gpt: on the embeddings and each sublayer's output, 0)")
+    attention_dropout: float | None = Field(None, ge=0, lt=1, description="attention dropout; null: the model's "
+                                             "(transformer/gpt: 0)")
     classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the task head")
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
         [], description="mlp: widths of the hidden layers; [] is a linear model")
@@ -38,20 +41,37 @@ class ModelConfig(Section):
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] = Field("relu", description="mlp: between hidden layers")
     init: Literal["default", "zeros"] = Field(
         "default", description="mlp: default = PyTorch's random init (seeded by train.seed); zeros = all weights 0")
-    embedding_size: int = Field(128, ge=1, description="rnn/lstm/gru: width of the token embeddings")
-    hidden_size: int = Field(128, ge=1, description="rnn/lstm/gru: width of each recurrent layer (per direction)")
-    num_layers: int = Field(1, ge=1, description="rnn/lstm/gru: stacked recurrent layers")
+    embedding_size: int = Field(128, ge=1, description="rnn/lstm/gru: width of the token embeddings; "
+                                "transformer/gpt: the model's width (embeddings and every block)")
+    hidden_size: int = Field(128, ge=1, description="rnn/lstm/gru: width of each recurrent layer (per direction); "
+                             "transformer/gpt: width of each block's MLP")
+    num_layers: int = Field(1, ge=1, description="rnn/lstm/gru: stacked recurrent layers; transformer/gpt: blocks")
+    num_heads: int = Field(4, ge=1, description="transformer/gpt: attention heads per block (must divide "
+                           "embedding_size)")
+    max_positions: int | None = Field(None, ge=8, description="transformer/gpt: the longest token sequence the "
+                                      "learned position embeddings cover; null: data.max_length")
     bidirectional: bool = Field(False, description="rnn/lstm/gru: also read each text right to left")
-    pooling: Literal["last", "mean", "max"] = Field(
-        "last", description="rnn/lstm/gru: text vector = final state (bidirectional: + the backward state at the "
-        "first token), or the mean or max of the top layer's outputs over the real tokens")
+    pooling: Literal["first", "last", "mean", "max"] | None = Field(
+        None, description="rnn/lstm/gru: text vector = final state (last, the default; bidirectional: + the "
+        "backward state at the first token), or the mean or max of the top layer's outputs over the real tokens; "
+        "transformer: the first token's ([CLS]) final vector (first, the default), or the mean or max over the "
+        "real tokens")
     tokenizer: str | None = Field(
-        None, description="rnn/lstm/gru: 'train' (null) = a WordPiece tokenizer trained on the training texts; "
-        "or a pretrained model's alias/folder whose tokenizer is reused")
-    vocab_size: int = Field(8000, ge=10, description="rnn/lstm/gru with tokenizer 'train': WordPiece vocabulary size")
+        None, description="rnn/lstm/gru/transformer/gpt: 'train' (null) = a tokenizer trained on the training "
+        "texts (WordPiece; gpt: byte-level BPE); or a pretrained model's alias/folder whose tokenizer is reused")
+    vocab_size: int = Field(8000, ge=10, description="rnn/lstm/gru/transformer/gpt with tokenizer 'train': "
+                            "vocabulary size (gpt: at least 258, the 256 bytes and 2 special tokens)")
 
 
-RECURRENT_KEYS = ("embedding_size", "hidden_size", "num_layers", "bidirectional", "pooling", "tokenizer", "vocab_size")
+RECURRENT = ("rnn", "lstm", "gru")
+TRANSFORMERS = ("transformer", "gpt")
+# the model keys of the from-scratch text models, and the model.names each belongs to
+SCRATCH_KEYS = {
+    **{key: RECURRENT + TRANSFORMERS for key in ("embedding_size", "hidden_size", "num_layers", "tokenizer",
+                                                  "vocab_size")},
+    "bidirectional": RECURRENT, "pooling": (*RECURRENT, "transformer"),
+    "num_heads": TRANSFORMERS, "max_positions": TRANSFORMERS,
+}
 
 
 class DataConfig(Section):
@@ -108,8 +128,8 @@ class TrainConfig(Section):
         "minibatch", description="minibatch: batch_size per update; stochastic: 1; batch: whole set")
     loss: Literal["cross_entropy", "mse", "bce", "huber", "l1"] | None = Field(
         None, description="loss minimised by gradient descent (must fit the task); null: the task's "
-        "first (classification: cross_entropy, regression: mse, multilabel: bce, tabular: mse); tabular "
-        "with cross_entropy predicts a class")
+        "first (classification: cross_entropy, regression: mse, multilabel: bce, tabular: mse, causal_lm: "
+        "cross_entropy on the next token); tabular with cross_entropy predicts a class")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross_entropy label smoothing")
     class_weights: list[float] | Literal["balanced"] | None = Field(
         None, description="cross_entropy class weights, in label order, or 'balanced' (from train labels)")
@@ -138,9 +158,9 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl training records")
     metric: str | None = Field(
         None, description="validation metric that picks the best model; null: accuracy (classification), "
-        "r2 (regression), f1_micro (multilabel), tabular: r2, or accuracy with cross_entropy")
+        "r2 (regression), f1_micro (multilabel), perplexity (causal_lm), tabular: r2, or accuracy with cross_entropy")
     metric_mode: Literal["auto", "max", "min"] = Field(
-        "auto", description="auto: min for loss, mse, mae, rmse, hamming_loss; else max")
+        "auto", description="auto: min for loss, mse, mae, rmse, hamming_loss, perplexity; else max")
     threshold: float | dict[str, float] = Field(
         0.5, description="multilabel: a label is predicted when its probability is above this; one number, or "
         "a mapping label -> threshold (labels not listed: 0.5)")
@@ -239,14 +259,37 @@ class Config(Section):
         m = self.model
         if not mlp and (m.hidden_sizes or not m.bias or m.activation != "relu" or m.init != "default"):
             raise ValueError("model.hidden_sizes, model.bias, model.activation and model.init are for model.name 'mlp'")
-        recurrent = m.name in ("rnn", "lstm", "gru")
-        own = [key for key in RECURRENT_KEYS if getattr(m, key) != ModelConfig.model_fields[key].default]
-        if not recurrent and own:
-            raise ValueError(f"model.{', model.'.join(own)}: for model.name rnn, lstm or gru "
-                             f"(got model.name {m.name!r})")
+        recurrent, scratch_text = m.name in RECURRENT, m.name in RECURRENT + TRANSFORMERS
+        for key, owners in SCRATCH_KEYS.items():
+            if getattr(m, key) != ModelConfig.model_fields[key].default and m.name not in owners:
+                raise ValueError(f"model.{key}: for model.name {', '.join(owners)} (got model.name {m.name!r})")
         if recurrent and m.attention_dropout is not None:
             raise ValueError("model.attention_dropout: rnn, lstm and gru models have no attention")
-        if recurrent and m.tokenizer not in (None, "train") and m.vocab_size != 8000:
+        if m.pooling is not None:
+            allowed = ("first", "mean", "max") if m.name == "transformer" else ("last", "mean", "max")
+            if m.pooling not in allowed:
+                raise ValueError(f"model.pooling={m.pooling!r} does not fit model.name {m.name!r}; "
+                                 f"choose one of {', '.join(allowed)}")
+        if m.name in TRANSFORMERS and m.embedding_size % m.num_heads:
+            raise ValueError(f"model.num_heads={m.num_heads} must divide model.embedding_size={m.embedding_size} "
+                             "(each head gets an equal share of the width)")
+        if m.name in TRANSFORMERS and m.max_positions is not None and m.max_positions < self.data.max_length:
+            raise ValueError(f"model.max_positions={m.max_positions} is below data.max_length="
+                             f"{self.data.max_length}: raise it or leave it null")
+        causal = self.task == "causal_lm"
+        if m.name == "gpt" and not causal:
+            raise ValueError(f"model.name 'gpt' is a decoder for task 'causal_lm' (got task {self.task!r}); "
+                             "for a text classifier from scratch use model.name 'transformer'")
+        if causal and (m.name in RECURRENT or m.name == "transformer"):
+            raise ValueError(f"model.name {m.name!r} is not a language model; task 'causal_lm' trains model.name "
+                             "'gpt' or a pretrained causal LM (a folder or hub id)")
+        if causal:
+            given = [f"data.{k}" for k in ("label_column", "text_pair_column")
+                     if getattr(self.data, k) != DataConfig.model_fields[k].default]
+            if given or m.classifier_dropout is not None:
+                raise ValueError(f"{', '.join(given or ['model.classifier_dropout'])}: task 'causal_lm' learns "
+                                 "from data.text_column alone; it has no labels (or text pairs) and no classifier")
+        if scratch_text and m.tokenizer not in (None, "train") and m.vocab_size != 8000:
             raise ValueError("model.vocab_size is for model.tokenizer 'train' (a pretrained tokenizer has its own)")
         if self.task != "multilabel" and (self.data.label_delimiter != "," or self.train.threshold != 0.5):
             raise ValueError("data.label_delimiter and train.threshold are for task 'multilabel'")

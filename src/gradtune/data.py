@@ -243,17 +243,18 @@ def stack_collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def make_loader(
-    ds: datasets.Dataset, tokenizer: Any, batch_size: int, seed: int, shuffle: bool
+    ds: datasets.Dataset, tokenizer: Any, batch_size: int, seed: int, shuffle: bool, collator: Any = None
 ) -> DataLoader:
     """A DataLoader that pads each batch only to its own longest sequence. Without a tokenizer
-    (tabular) every example has length 1 and the batch is stacked: the same seeded sampler."""
+    (tabular) every example has length 1 and the batch is stacked: the same seeded sampler. A task
+    with its own `collator` (causal_lm: token labels padded with -100) passes it."""
     columns = [c for c in MODEL_INPUTS if c in ds.column_names]
     lengths = ds["length"] if tokenizer is not None else [1] * len(ds)
     sampler = LengthGroupedBatchSampler(lengths, batch_size, seed, shuffle)
     return DataLoader(
         ds.with_format(columns=columns),
         batch_sampler=sampler,
-        collate_fn=DataCollatorWithPadding(tokenizer) if tokenizer is not None else stack_collate,
+        collate_fn=collator or (DataCollatorWithPadding(tokenizer) if tokenizer is not None else stack_collate),
         # its own generator: starting an epoch must not draw from the global RNG, which
         # dropout uses and a checkpoint restores (else a resumed run drifts from the original)
         generator=torch.Generator().manual_seed(seed),

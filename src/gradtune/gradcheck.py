@@ -7,9 +7,9 @@ which needs nothing but forward passes. The two agree to about 1e-9 in float64 w
 right; a wrong backward (a missing factor, a dropped term) shows up as an error of order 1.
 
 J is the loss exactly as `loop.fit` computes it for one step: `loss_fn(logits, labels) / n` on one
-small batch of the training loader. The model is a fresh copy built by `prepare` (nothing of the
-user's run is read or written), converted to float64 and put in eval mode: dropout off, so J is a
-deterministic function of the weights.
+small batch of the training loader (n its examples; causal_lm: its target tokens). The model is a
+fresh copy built by `prepare` (nothing of the user's run is read or written), converted to float64
+and put in eval mode: dropout off, so J is a deterministic function of the weights.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 from gradtune.api import prepare
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
-from gradtune.loop import model_inputs, pieces
+from gradtune.loop import loss_units, model_inputs, pieces
 
 # both |autograd| and |numeric| below this: the entry's gradient is zero (an unused weight, a dead
 # relu unit) and the difference quotient is zero up to round-off; nothing to compare, a pass
@@ -99,11 +99,11 @@ def check_gradients(
     loss_fn = job.loss_fn or job.task.loss_sum
     batch = next(pieces(next(iter(job.train_loader)), batch_size))  # padding trimmed to the piece
     inputs, labels = model_inputs(batch), batch["labels"]
-    n = len(labels)
+    n, units = len(labels), loss_units(job.task)(labels)
 
     def loss() -> torch.Tensor:
-        # J(θ) as loop.fit computes it for one step of n examples
-        return loss_fn(model(**inputs).logits, labels) / n
+        # J(θ) as loop.fit computes it for one step of n examples (causal_lm: over their target tokens)
+        return loss_fn(model(**inputs).logits, labels) / units
 
     # the rows of each embedding matrix the batch looks up: the others get exactly zero gradient
     # by construction (a word not in the batch), so sampling them would compare 0 with 0 and

@@ -77,6 +77,12 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("labels", "_row")}
 
 
+def loss_units(task: ModuleType) -> Callable[[torch.Tensor], int]:
+    """What a task's summed loss is a sum over, counted in a batch's labels: examples (len), or
+    for a token-level loss (causal_lm) its target tokens."""
+    return getattr(task, "loss_units", len)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: DataLoader, task: ModuleType, accelerator: Accelerator, meta: dict
@@ -86,12 +92,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = task.make_metrics(meta).to(accelerator.device)
-    loss_total, examples = 0.0, 0
+    units = loss_units(task)
+    loss_total, examples = 0.0, 0  # examples: what the loss is averaged over (causal_lm: tokens)
     for batch in loader:
         logits = model(**model_inputs(batch)).logits
         logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
         loss_total += float(task.eval_loss_sum(logits, labels, meta))
-        examples += len(labels)
+        examples += units(labels)
         task.update_metrics(metrics, logits, labels, meta)
     model.train(was_training)
     result = task.finish_metrics(metrics.compute())
@@ -138,6 +145,7 @@ def fit(job: Job) -> Progress:
         job.model.double()
     sampler = job.train_loader.batch_sampler  # ours: reshuffled per epoch by set_epoch()
     loss_fn = job.loss_fn or job.task.loss_sum
+    units = loss_units(job.task)
     plan = step_plan(cfg)
     optimizer = build_optimizer(job.model, cfg)
     model, optimizer, train_loader = accelerator.prepare(job.model, optimizer, job.train_loader)
@@ -214,9 +222,10 @@ def fit(job: Job) -> Progress:
             for group in update_groups(batches, plan.accumulate):
                 started = time.perf_counter()
                 micro = [piece for batch in group for piece in pieces(batch, plan.micro_batch)]
-                # normalise by every example of the step, not per piece: the summed pieces then
-                # give exactly the gradient of one big batch
+                # normalise by every example (causal_lm: target token) of the step, not per piece:
+                # the summed pieces then give exactly the gradient of one big batch
                 examples = sum(len(piece["labels"]) for piece in micro)
+                step_units = sum(units(piece["labels"]) for piece in micro)
                 step_loss = 0.0
                 for i, piece in enumerate(micro):
                     # DDP: sync gradients across processes once per step, on the last piece
@@ -225,7 +234,7 @@ def fit(job: Job) -> Progress:
                         # forward
                         logits = model(**model_inputs(piece)).logits
                         # loss: this piece's share of the mean loss of the step
-                        loss = loss_fn(logits, piece["labels"]) / examples
+                        loss = loss_fn(logits, piece["labels"]) / step_units
                         # backward: autograd applies the chain rule from the loss back to every
                         # weight and adds into .grad
                         accelerator.backward(loss)

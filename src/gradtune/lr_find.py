@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from gradtune.api import prepare
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
-from gradtune.loop import Job, mixed_precision, model_inputs, pieces
+from gradtune.loop import Job, loss_units, mixed_precision, model_inputs, pieces
 from gradtune.monitor import console, progress_bar
 from gradtune.optim import build_optimizer, step_plan
 
@@ -91,6 +91,7 @@ def range_test(job: Job, start_lr: float, end_lr: float, steps: int) -> tuple[li
     if cfg.precision == "fp64":
         job.model.double()
     loss_fn = job.loss_fn or job.task.loss_sum
+    units = loss_units(job.task)
     plan = step_plan(cfg)
     sampler = job.train_loader.batch_sampler
     optimizer = build_optimizer(job.model, cfg)  # the config's optimizer: its best lr is what we want
@@ -107,7 +108,7 @@ def range_test(job: Job, start_lr: float, end_lr: float, steps: int) -> tuple[li
             for group in optimizer.param_groups:
                 group["lr"] = lr
             micro = [piece for _ in range(per_step) for piece in pieces(next(batches), plan.micro_batch)]
-            examples = sum(len(piece["labels"]) for piece in micro)
+            examples = sum(units(piece["labels"]) for piece in micro)  # causal_lm: target tokens
             value = 0.0
             for piece in micro:  # the pieces' gradients add up to the gradient of the whole step
                 logits = model(**model_inputs(piece)).logits

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+import transformers
+from transformers import AutoTokenizer
 
 from gradtune.errors import GradtuneError
 from gradtune.tasks import get_task
@@ -31,7 +32,8 @@ class Predictor:
     the units of the training targets). A tabular model takes rows of feature values:
     `.predict([[120.0, 3], {"area": 80, "rooms": 2}])` -> [{"value"}, ...]. With backend="onnx" the
     logits come from onnxruntime on the run's ONNX export (RUN/onnx, see onnx_export.py); the
-    decoding is the same."""
+    decoding is the same. A causal language model (task causal_lm) writes text instead:
+    `.generate("Once upon a time", max_new_tokens=40)`."""
 
     def __init__(self, run: str | Path, device: str | None = None, backend: str = "torch"):
         if backend not in ("torch", "onnx"):
@@ -48,15 +50,17 @@ class Predictor:
         self.metadata: dict[str, Any] = json.loads((self.path / "gradtune.json").read_text())
         self.task = get_task(self.metadata["task"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() and not self.onnx else "cpu"))
-        # a tabular model reads numbers: no tokenizer; the import registers the from-scratch classes
+        # a tabular model reads numbers: no tokenizer; the imports register the from-scratch classes
         import gradtune.models.scratch  # noqa: F401
+        import gradtune.models.transformer  # noqa: F401
 
         tabular = "feature_columns" in self.metadata
         self.tokenizer = None if tabular else AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
         self.model = None
         if self.onnx is None:
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+            auto = getattr(transformers, getattr(self.task, "AUTO_MODEL", "AutoModelForSequenceClassification"))
+            self.model = auto.from_pretrained(self.path).to(self.device).eval()
         self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
         self.id2label = dict(enumerate(self.labels))
 
@@ -97,6 +101,9 @@ class Predictor:
         feature_columns order or a dict by column name, one row or a list of them."""
         if self.tokenizer is None:
             return self.task.decode(self.logits(texts, batch_size=batch_size), self.metadata)
+        if self.metadata["task"] == "causal_lm":
+            raise GradtuneError(f"{self.path}: a causal language model writes text; use generate "
+                                "(`gradtune generate RUN --prompt ...`), not predict")
         if isinstance(texts, str):
             texts = [texts]
         if self.metadata.get("text_pair_column") and pairs is None:
@@ -105,3 +112,38 @@ class Predictor:
                 "pass pairs= as well"
             )
         return self.task.decode(self.logits(list(texts), pairs, batch_size), self.metadata)
+
+    @torch.no_grad()
+    def generate(
+        self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 1.0,
+        greedy: bool = False, seed: int | None = None,
+    ) -> str:
+        """Continue `prompt` (task causal_lm): the text the model writes after it, up to
+        `max_new_tokens` tokens or its end-of-text token. Greedy takes the likeliest token each
+        step (deterministic); otherwise tokens are sampled from softmax(logits / temperature),
+        restricted to the smallest set holding `top_p` of the probability (nucleus sampling).
+        `seed` makes a sampled text reproducible. A from-scratch gpt stops at model.max_positions."""
+        if self.metadata["task"] != "causal_lm":
+            raise GradtuneError(f"{self.path}: a {self.metadata['task']} model predicts, it does not write text; "
+                                "use predict (generate is for runs of task causal_lm)")
+        if max_new_tokens < 1:
+            raise GradtuneError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
+        if not greedy and not temperature > 0:
+            raise GradtuneError(f"temperature must be > 0 (got {temperature}); use greedy for the likeliest text")
+        if not 0 < top_p <= 1:
+            raise GradtuneError(f"top_p must be in (0, 1] (got {top_p})")
+        enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        length = enc["input_ids"].shape[1]
+        limit = getattr(self.model.config, "max_positions", None)
+        if limit is not None and length + max_new_tokens > limit:  # a from-scratch gpt's learned positions
+            if length >= limit:
+                raise GradtuneError(f"the prompt is {length} tokens; this model reads at most {limit} "
+                                    "(model.max_positions): shorten it")
+            max_new_tokens = limit - length
+        if seed is not None:
+            torch.manual_seed(seed)
+        sampling = {} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": 0}  # 0: no top-k cut
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=not greedy, pad_token_id=pad,
+                                  **sampling)
+        return self.tokenizer.decode(out[0, length:], skip_special_tokens=True)

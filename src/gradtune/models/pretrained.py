@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+import transformers
+from transformers import AutoConfig, AutoTokenizer
 from transformers import logging as hf_logging
 from transformers.utils.logging import disable_progress_bar
 
@@ -116,15 +117,17 @@ def dropout_overrides(name: str, model_cfg: Any) -> dict[str, float]:
 
 
 def load_model(
-    name: str, head: dict[str, Any], trust_remote_code: bool = False, overrides: dict[str, Any] | None = None
+    name: str, head: dict[str, Any], trust_remote_code: bool = False, overrides: dict[str, Any] | None = None,
+    auto: str = "AutoModelForSequenceClassification",
 ) -> Any:
     """A pretrained encoder with a freshly initialised head; `head` comes from the task's
-    model_kwargs (classification: num_labels and the label names; regression: one output)."""
+    model_kwargs (classification: num_labels and the label names; regression: one output). `auto`
+    names the Auto class: a causal LM (task causal_lm) keeps its own language-model head."""
     quiet = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights are newly initialized" is expected: it's the head
     try:
         return _from_pretrained(
-            AutoModelForSequenceClassification.from_pretrained,
+            getattr(transformers, auto).from_pretrained,
             name,
             resolve_model(name),
             **head,

@@ -189,7 +189,7 @@ def build_recurrent(model_cfg: Any, tokenizer: Any, head: dict[str, Any]) -> Rec
     config = RecurrentConfig(
         cell=model_cfg.name, vocab_size=len(tokenizer), embedding_size=model_cfg.embedding_size,
         hidden_size=model_cfg.hidden_size, num_layers=model_cfg.num_layers, bidirectional=model_cfg.bidirectional,
-        pooling=model_cfg.pooling, dropout=model_cfg.dropout or 0.0,
+        pooling=model_cfg.pooling or "last", dropout=model_cfg.dropout or 0.0,
         classifier_dropout=model_cfg.classifier_dropout or 0.0, pad_token_id=tokenizer.pad_token_id, **head,
     )
     return RecurrentForSequenceClassification(config)

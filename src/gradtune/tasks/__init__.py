@@ -1,8 +1,10 @@
 """Tasks: what is learned. Each task is one module with the same shape: LOSSES, METRICS,
 DEFAULT_METRIC, SHOWN_METRICS, metric_mode; label handling (label_metadata, label_encoder); the model
 head (model_kwargs); the loss (loss_sum, make_loss, eval_loss_sum); metrics (make_metrics,
-update_metrics, finish_metrics); and output (decode, csv_row(result, meta)). Add a task by adding a
-module and a line here."""
+update_metrics, finish_metrics); and output (decode, csv_row(result, meta)). Optional hooks for a
+task unlike these (causal_lm): LABELS = False (no label column), tokenize, collator, loss_units (what
+the summed loss is divided by; default: the number of examples), AUTO_MODEL (the Auto class of a
+pretrained model.name). Add a task by adding a module and a line here."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ TASKS: dict[str, str] = {
     "regression": "gradtune.tasks.regression",
     "multilabel": "gradtune.tasks.multilabel",
     "tabular": "gradtune.tasks.tabular",
+    "causal_lm": "gradtune.tasks.causal_lm",
 }
 
 

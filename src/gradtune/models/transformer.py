@@ -1,0 +1,262 @@
+"""Transformers trained from scratch, written out in torch.nn: `model.name: transformer`, a small
+encoder for the text tasks (classification, regression, multilabel), and `model.name: gpt`, a small
+decoder for `task: causal_lm` that writes text with `.generate()`.
+
+Both are stacks of the same pre-LN block,
+
+    x = x + Attention(LayerNorm(x))      tokens look at each other (gpt: only at earlier ones)
+    x = x + MLP(LayerNorm(x))            each token on its own: Linear -> GELU -> Linear
+
+over token + learned position embeddings. The encoder pools the final vectors (the first token,
+[CLS], or the mean / max over the real tokens) into a Linear head; the decoder maps every position
+to next-token logits through the token embedding matrix itself (weight tying). Each is a Hugging
+Face PreTrainedModel registered with the Auto classes, so save_pretrained / from_pretrained, peft
+and export treat them like any pretrained model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
+
+ENCODER, DECODER = "transformer", "gpt"  # the model.names
+BOS, PAD = "<|endoftext|>", "<|pad|>"  # a trained byte-level BPE tokenizer's special tokens, ids 0-1
+
+
+class TransformerConfig(PretrainedConfig):
+    """Shared by both models; `causal` tells the attention whether a token may look ahead."""
+
+    model_type = "gradtune-transformer"
+
+    def __init__(
+        self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 128, num_layers: int = 2,
+        num_heads: int = 4, max_positions: int = 128, dropout: float = 0.0, attention_dropout: float = 0.0,
+        classifier_dropout: float = 0.0, pooling: str = "first", causal: bool = False, **kwargs: Any,
+    ):
+        self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
+        self.num_layers, self.num_heads, self.max_positions = num_layers, num_heads, max_positions
+        self.dropout, self.attention_dropout, self.classifier_dropout = dropout, attention_dropout, classifier_dropout
+        self.pooling, self.causal = pooling, causal
+        kwargs.setdefault("tie_word_embeddings", causal)
+        super().__init__(**kwargs)
+
+
+class GPTConfig(TransformerConfig):
+    model_type = "gradtune-gpt"
+
+    def __init__(self, **kwargs: Any):
+        kwargs["causal"] = True
+        super().__init__(**kwargs)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention, softmax(Q K^T / sqrt(d)) V, written out. `allowed`
+    [b, 1, t, t] says which key each query may look at: the real tokens (padding mask), and for a
+    decoder only those at or before it (causal mask)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.heads, self.width = config.num_heads, config.embedding_size
+        self.qkv = nn.Linear(config.embedding_size, 3 * config.embedding_size)
+        self.out = nn.Linear(config.embedding_size, config.embedding_size)
+        self.attn_drop = nn.Dropout(config.attention_dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.width // self.heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [b, heads, t, t]
+        # the smallest finite number, not -inf: a query with no allowed key (a padding position)
+        # then gets a harmless uniform average instead of NaN
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        weights = self.attn_drop(torch.softmax(scores, dim=-1))
+        return self.out((weights @ v).transpose(1, 2).reshape(b, t, self.width))
+
+
+class Block(nn.Module):
+    """Pre-LN: each sublayer reads a normalised copy and adds its result to the residual stream."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(config.embedding_size), nn.LayerNorm(config.embedding_size)
+        self.attention = SelfAttention(config)
+        self.mlp = nn.Sequential(nn.Linear(config.embedding_size, config.hidden_size), nn.GELU(),
+                                 nn.Linear(config.hidden_size, config.embedding_size))
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.ln1(x), allowed))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class TransformerPreTrainedModel(PreTrainedModel):
+    config_class = TransformerConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # GPT-2's init: small normal weights, so the residual stream starts near the embeddings
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _build_stack(self, config: TransformerConfig) -> None:
+        self.tokens = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.positions = nn.Embedding(config.max_positions, config.embedding_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_final = nn.LayerNorm(config.embedding_size)
+
+    def _encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final vectors [b, t, width] and the real-token mask [b, t]."""
+        b, t = input_ids.shape
+        if t > self.config.max_positions:
+            raise ValueError(f"{t} tokens, but the model has positions for {self.config.max_positions} "
+                             "(model.max_positions)")
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        # a token's position counts the real tokens before it, so left padding shifts nothing
+        positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)
+        x = self.drop(self.tokens(input_ids) + self.positions(positions))
+        allowed = real[:, None, None, :]  # [b, 1, 1, t]: no query looks at padding
+        if self.config.causal:
+            allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.ln_final(x), real
+
+
+class TransformerForSequenceClassification(TransformerPreTrainedModel):
+    """input_ids [b, t] -> embeddings -> num_layers blocks -> pooling (first | mean | max over the
+    real tokens) -> dropout -> a Linear head with num_labels outputs."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self._build_stack(config)
+        self.head_drop = nn.Dropout(config.classifier_dropout)
+        self.head = nn.Linear(config.embedding_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None, **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        x, real = self._encode(input_ids, attention_mask)
+        if self.config.pooling == "first":  # the trained tokenizer puts [CLS] there
+            first = real.long().argmax(dim=1)  # the first real token, whichever side was padded
+            pooled = x[torch.arange(len(x), device=x.device), first]
+        elif self.config.pooling == "mean":
+            pooled = (x * real[..., None]).sum(dim=1) / real.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+        else:
+            pooled = x.masked_fill(~real[..., None], float("-inf")).max(dim=1).values
+        logits = self.head(self.head_drop(pooled))
+        loss = None
+        if labels is not None:  # the HF convention; gradtune's loop computes its own loss
+            if self.config.problem_type == "regression":
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            elif self.config.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            else:
+                loss = nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class GPTForCausalLM(TransformerPreTrainedModel, GenerationMixin):
+    """input_ids [b, t] -> embeddings -> num_layers causal blocks -> logits [b, t, vocab] for the
+    token after each position, through the (tied) token embedding matrix."""
+
+    config_class = GPTConfig
+    _tied_weights_keys = {"lm_head.weight": "tokens.weight"}
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self._build_stack(config)
+        self.lm_head = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        self.post_init()
+        # no key/value cache: generate() re-reads the whole text at each step (tiny models, short texts)
+        self.generation_config.use_cache = False
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None, **kwargs: Any,
+    ) -> CausalLMOutput:
+        x, _ = self._encode(input_ids, attention_mask)
+        logits = self.lm_head(x)
+        loss = None
+        if labels is not None:  # the HF convention (labels = input_ids, -100 ignored); gradtune's loop has its own
+            loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        return CausalLMOutput(loss=loss, logits=logits)
+
+
+AutoConfig.register(TransformerConfig.model_type, TransformerConfig, exist_ok=True)
+AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(TransformerConfig, TransformerForSequenceClassification, exist_ok=True)
+AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
+
+
+def _sizes(model_cfg: Any, tokenizer: Any, max_length: int) -> dict[str, Any]:
+    return dict(
+        vocab_size=len(tokenizer), embedding_size=model_cfg.embedding_size, hidden_size=model_cfg.hidden_size,
+        num_layers=model_cfg.num_layers, num_heads=model_cfg.num_heads,
+        max_positions=model_cfg.max_positions or max_length, dropout=model_cfg.dropout or 0.0,
+        attention_dropout=model_cfg.attention_dropout or 0.0, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_encoder(model_cfg: Any, tokenizer: Any, max_length: int, head: dict[str, Any]) -> Any:
+    """A freshly initialised encoder (seeded by the caller's set_seed); `head` is the task's model_kwargs."""
+    config = TransformerConfig(**_sizes(model_cfg, tokenizer, max_length), pooling=model_cfg.pooling or "first",
+                               classifier_dropout=model_cfg.classifier_dropout or 0.0, **head)
+    return TransformerForSequenceClassification(config)
+
+
+def build_decoder(model_cfg: Any, tokenizer: Any, max_length: int) -> GPTForCausalLM:
+    """A freshly initialised decoder whose vocabulary is the tokenizer's."""
+    config = GPTConfig(**_sizes(model_cfg, tokenizer, max_length), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id)
+    return GPTForCausalLM(config)
+
+
+def train_bpe_tokenizer(texts: Any, vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2's scheme) trained on `texts`: any text encodes without an
+    unknown token and decodes back exactly. Every text starts with <|endoftext|> (the start the
+    model predicts the first word from); <|pad|> pads. Deterministic for the same texts."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+    from tokenizers.models import BPE
+
+    tok = Tokenizer(BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, PAD], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B:1", special_tokens=[(BOS, tok.token_to_id(BOS))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=PAD,
+                                   model_max_length=max_length)
