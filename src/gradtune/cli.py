@@ -251,6 +251,21 @@ def gradcheck(
     raise typer.Exit(1)
 
 
+@app.command()
+@friendly_errors
+def export(
+    run: Path = typer.Argument(..., help="run directory"),
+    output: Path = typer.Option(..., "--output", help="new folder for the exported model"),
+    merge: bool = typer.Option(False, "--merge", help="fold a lora/dora/ia3 adapter into the base weights"),
+    format: str = typer.Option("hf", "--format", help="hf: a Hugging Face model folder"),
+) -> None:
+    """Export a run's model: as-is, or with its adapter merged into a standalone model (--merge)."""
+    from gradtune.export import export as export_model
+
+    folder = export_model(run, output, merge=merge, format=format)
+    out.print(f"Wrote {folder}" + (" (adapter merged into the base weights)" if merge else ""))
+
+
 def main() -> None:
     app(prog_name="gradtune")
 

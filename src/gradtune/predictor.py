@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from gradtune.errors import GradtuneError
+from gradtune.strategies import load_adapter_model
 from gradtune.tasks import get_task
 
 
@@ -42,7 +43,10 @@ class Predictor:
         tabular = "feature_columns" in self.metadata
         self.tokenizer = None if tabular else AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+        if (self.path / "adapter_config.json").is_file():  # a peft run: base model + adapter and head
+            self.model = load_adapter_model(self.path, self.metadata).to(self.device).eval()
+        else:
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
         self.id2label = dict(enumerate(self.labels))
 
     @property
