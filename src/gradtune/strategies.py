@@ -18,7 +18,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from gradtune.errors import GradtuneError
