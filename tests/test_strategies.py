@@ -49,6 +49,10 @@ def test_every_method_reloads_to_identical_predictions_from_a_small_folder(metho
     cfg = make_config(strategy={"method": method, **METHODS[method]}, train__max_steps=4,
                       data__validation=None)  # no validation: model/ holds the final weights
     model, run_dir = train_in_memory(cfg)
+    # a frozen weight is exactly the pretrained one: it got no update and no weight decay
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embeddings = load_file(tiny_bert / "model.safetensors")["embeddings.word_embeddings.weight"]
+    assert torch.equal(base.bert.embeddings.word_embeddings.weight, embeddings) == (method != "full")
     reloaded = Predictor(run_dir)
     after_training = Predictor(run_dir)
     after_training.model = model

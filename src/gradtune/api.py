@@ -147,6 +147,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         tokenizer = load_tokenizer(m.tokenizer if recurrent else m.name, m.trust_remote_code)
     train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer, fit if text and recurrent else None)
     tokenizer = tokenizer or (trained[0] if trained else None)
+    base_model_path = None  # a model trained from scratch exists only in its run
     if m.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
         model = scratch.build_model(m, len(cfg.data.feature_columns), task.model_kwargs(meta))
     elif recurrent:  # seeded random init, an embedding per token of the tokenizer
@@ -154,7 +155,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     else:
         overrides = dropout_overrides(cfg.model.name, cfg.model)
         model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides)
-    pretrained = m.name != scratch.NAME and not recurrent
+        base_model_path = _absolute(resolve_model(cfg.model.name))
     model = apply_strategy(model, cfg.strategy)  # freeze, or wrap with a peft adapter
     t = cfg.train
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
@@ -167,7 +168,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     metadata = {
         "task": cfg.task, **meta, "base_model": cfg.model.name, **inputs,
         # a peft run's model/ holds only the adapter: this is the base it is read back onto
-        "base_model_path": _absolute(resolve_model(cfg.model.name)) if pretrained else None,
+        "base_model_path": base_model_path,
         "strategy": cfg.strategy.model_dump(mode="json"), "parameters": parameter_counts(model),
         **({"tokenizer": m.tokenizer or "train"} if recurrent else {}),
         "label_column": cfg.data.label_column, "gradtune_version": __version__,

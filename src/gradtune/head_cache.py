@@ -57,24 +57,28 @@ def head_inputs(model: nn.Module, head: nn.Module, loader: DataLoader, batch_siz
     when the head's input is not one vector per example whose head output is the model's logits
     (a decoder's `score` runs on every token and the logits are picked afterwards)."""
     dataset, collate = loader.dataset, loader.collate_fn
+    # longest first, as evaluation does: similar lengths share a batch, so little padding is computed
+    order = LengthGroupedBatchSampler(loader.batch_sampler.lengths, batch_size, 0, shuffle=False)
     seen: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     was_training = model.training
     model.eval()
-    out = []
+    out: torch.Tensor | None = None
     try:
-        for start in range(0, len(dataset), batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        for indices in order:
+            batch = collate([dataset[i] for i in indices])
             seen.clear()
             logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "_row")}).logits
             x = seen[0] if len(seen) == 1 else None
             if x is None or x.dim() != 2 or len(x) != len(logits) or not torch.equal(head(x), logits):
                 return None
-            out.append(x.detach().float().cpu())
+            if out is None:
+                out = torch.empty(len(dataset), x.shape[1])
+            out[indices] = x.detach().float().cpu()
     finally:
         hook.remove()
         model.train(was_training)
-    return torch.cat(out)
+    return out
 
 
 def _labels(loader: DataLoader) -> torch.Tensor:

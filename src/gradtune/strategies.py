@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import inspect
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ LORA_TARGETS = {
     "gpt2": ["c_attn", "attn.c_proj"],
 }
 LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+# peft 0.21 still calls a transformers 5 name that warns on every wrap; nothing the user can act on
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def head_name(model: nn.Module) -> str:
