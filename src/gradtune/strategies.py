@@ -108,7 +108,9 @@ def _peft_config(model: nn.Module, s: Any, head: str) -> Any:
     if s.method in ("prompt_tuning", "prefix_tuning") and "inputs_embeds" not in forward:
         raise GradtuneError(f"strategy.method {s.method}: {type(model).__name__} does not read token embeddings "
                             "(no inputs_embeds), so it cannot take virtual tokens; use lora or head")
-    if s.method == "prefix_tuning" and "past_key_values" not in forward:
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)  # peft's fallback: model.bert
+    takes_prefix = lambda m: isinstance(m, nn.Module) and "past_key_values" in inspect.signature(m.forward).parameters
+    if s.method == "prefix_tuning" and not (takes_prefix(model) or takes_prefix(backbone)):
         # peft (0.21) hands the prefix over as `past_key_values`; transformers 5 models call it `cache`
         raise GradtuneError(
             f"strategy.method prefix_tuning: {type(model).__name__}.forward takes no past_key_values, which "
