@@ -191,3 +191,22 @@ def test_config_errors_name_the_key(settings, key):
         raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
     with pytest.raises(GradtuneError, match=key.replace(".", r"\.")):
         build_config(raw)
+
+
+def test_lora_on_a_language_model_adapts_attention_keeps_the_vocabulary_and_reloads_exactly(counting_files, tmp_path):
+    # a causal LM has no task head: the adapter alone trains, the tied output layer stays frozen
+    cfg = gpt_config(counting_files, tmp_path / "lora", epochs=1, lr=1e-2)
+    run = gradtune.train({**cfg, "strategy": {"method": "lora", "r": 4}})
+    saved = run.run_dir / "model"
+    assert (saved / "adapter_config.json").is_file() and not (saved / "model.safetensors").exists()
+    meta = json.loads((saved / "gradtune.json").read_text())
+    assert 0 < meta["parameters"]["percent"] < 50
+    first = gradtune.load(run.run_dir)
+    again = gradtune.load(run.run_dir)
+    ids = first.tokenizer(["three four five"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(first.model(**ids).logits, again.model(**ids).logits)
+    assert first.generate("one two", max_new_tokens=4, greedy=True) == again.generate("one two", max_new_tokens=4,
+                                                                                        greedy=True)
+    with pytest.raises(GradtuneError, match="no task head"):
+        gradtune.train({**gpt_config(counting_files, tmp_path / "head"), "strategy": {"method": "head"}})

@@ -19,13 +19,15 @@ from gradtune.checkpoint import list_checkpoints
 from gradtune.config import Config, DataConfig, as_config
 from gradtune.data import encode_column, load_split, make_loader, read_table, require_columns, tokenize
 from gradtune.errors import GradtuneError
+from gradtune.head_cache import cache_head
 from gradtune.loop import Job, fit
 from gradtune.loop import evaluate as evaluate_loader
 from gradtune.models import scratch, transformer
-from gradtune.models.pretrained import dropout_overrides, load_model, load_tokenizer
+from gradtune.models.pretrained import dropout_overrides, load_model, load_tokenizer, resolve_model
 from gradtune.monitor import console
 from gradtune.optim import step_plan
 from gradtune.predictor import Predictor, model_dir
+from gradtune.strategies import apply_strategy, head_name, parameter_counts
 from gradtune.tasks import get_task
 
 
@@ -123,6 +125,10 @@ def _load_data(
     return tok(train_ds), (tok(val_ds) if val_ds is not None else None), meta.get("labels", []), meta
 
 
+def _absolute(source: str) -> str:
+    return str(Path(source).resolve()) if Path(source).is_dir() else source  # a folder, or a hub id
+
+
 def prepare(cfg: Config, run_dir: Path) -> Job:
     """Read the data, load the model and build the loaders: everything `fit` needs. Also used
     by tools that train a throw-away copy (the LR finder)."""
@@ -146,6 +152,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         tokenizer = load_tokenizer(m.tokenizer if scratch_text else m.name, m.trust_remote_code)
     train_ds, val_ds, _, meta = _load_data(cfg, task, tokenizer, fit if text and scratch_text else None)
     tokenizer = tokenizer or (trained[0] if trained else None)
+    base_model_path = None  # a model trained from scratch exists only in its run
     if m.name == scratch.NAME:  # trained from scratch: random (seeded) or zero init
         model = scratch.build_model(m, task.input_sizes(meta), task.model_kwargs(meta))
     elif recurrent:  # seeded random init, an embedding per token of the tokenizer
@@ -158,6 +165,8 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         overrides = dropout_overrides(cfg.model.name, cfg.model)
         model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides,
                            auto=getattr(task, "AUTO_MODEL", "AutoModelForSequenceClassification"))
+        base_model_path = _absolute(resolve_model(cfg.model.name))
+    model = apply_strategy(model, cfg.strategy)  # freeze, or wrap with a peft adapter
     t = cfg.train
     collator = task.collator(tokenizer) if hasattr(task, "collator") else None
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
@@ -170,11 +179,21 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
                "max_length": cfg.data.max_length} if text else {})  # tabular: feature_columns, in meta
     metadata = {
         "task": cfg.task, **meta, "base_model": cfg.model.name, **inputs,
+        # a peft run's model/ holds only the adapter: this is the base it is read back onto
+        "base_model_path": base_model_path,
+        "strategy": cfg.strategy.model_dump(mode="json"), "parameters": parameter_counts(model),
         **({"tokenizer": m.tokenizer or "train"} if scratch_text else {}),
         "label_column": cfg.data.label_column if getattr(task, "LABELS", True) else None,
         "gradtune_version": __version__,
     }
     loss_fn = task.make_loss(t, train_ds["labels"], model.config.num_labels)
+    if cfg.strategy.method == "head" and cfg.strategy.cache_features:
+        cached = cache_head(model, head_name(model), train_loader, val_loader, t.eval_batch_size or 2 * t.batch_size)
+        if cached is None:
+            console.print(f"[yellow]strategy.cache_features: {type(model).__name__}'s head does not read one vector "
+                          "per example; running the frozen model at every step instead")
+        else:  # the loop trains the head alone on the frozen model's cached outputs
+            model, train_loader, val_loader = cached
     return Job(cfg, task, model, tokenizer, train_loader, val_loader, run_dir, metadata, loss_fn=loss_fn)
 
 
@@ -190,11 +209,14 @@ def train(
     run_dir = job.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    params = sum(p.numel() for p in job.model.parameters())
+    params = job.metadata["parameters"]["total"]  # of the whole model (the loop may run only its head)
     labels = job.metadata.get("labels")
     what = f"{len(labels)} labels" if labels else cfg.task
     console.print(f"Training {cfg.model.name} ({params / 1e6:.1f}M parameters) on "
                   f"{len(job.train_loader.dataset)} examples, {what} -> {run_dir}")
+    counts = job.metadata["parameters"]  # also kept in model/gradtune.json
+    console.print(f"Strategy {cfg.strategy.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
+                  f"train ({counts['percent']:.3g}%)")
     progress = fit(job)
     test_metrics = {}
     if cfg.data.test:

@@ -84,7 +84,11 @@ def save_model_dir(folder: Path, model: Any, tokenizer: Any, metadata: dict) -> 
     """The run's model/ folder: HF format (safetensors), tokenizer, label map, task metadata."""
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True)  # a peft model: only its adapter and head
+        if hasattr(model, "peft_config") and not metadata.get("base_model_path"):
+            from gradtune.strategies import save_base  # a from-scratch base exists nowhere else
+
+            save_base(model, tmp / "base")
         if tokenizer is not None:  # a tabular model reads numbers, not text
             tokenizer.save_pretrained(tmp)
         (tmp / "gradtune.json").write_text(json.dumps(metadata, indent=1, ensure_ascii=False))

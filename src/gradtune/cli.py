@@ -149,7 +149,8 @@ def export(
     merge: bool = typer.Option(False, "--merge", help="merge adapters into the base weights (format hf)"),
     format: str = typer.Option("hf", "--format", help="hf (a Hugging Face model folder) or onnx"),
 ) -> None:
-    """Export a trained run: an ONNX model (--format onnx) or a Hugging Face folder (--format hf)."""
+    """Export a trained run: a Hugging Face folder (--format hf; --merge folds a lora/dora/ia3 adapter
+    into the base weights) or an ONNX model (--format onnx)."""
     from gradtune.errors import GradtuneError
 
     if format == "onnx":
@@ -157,7 +158,7 @@ def export(
 
         if merge:
             raise GradtuneError("--merge applies to --format hf; an ONNX export always holds the whole model")
-        result = export_onnx(run, output)
+        result = export_onnx(run, output)  # the CLI reports the parity it measured
         out.print(f"Wrote {result.folder}/model.onnx (inputs: {', '.join(result.inputs)}; dynamic batch"
                   f"{'' if result.inputs == ['features'] else ' and sequence'} axes) with its tokenizer and "
                   f"gradtune.json; onnxruntime matches PyTorch to {result.max_abs_diff:.1e}", highlight=False)
@@ -167,9 +168,10 @@ def export(
             where = output
         out.print(f"Predict with it: gradtune predict {where} --backend onnx --text \"...\"", highlight=False)
         return
-    if format == "hf":  # TODO(lead): the hf export body comes from the export/merge branch
-        raise GradtuneError("--format hf is not available in this build; use --format onnx")
-    raise GradtuneError(f"--format {format}: use hf or onnx")
+    from gradtune.export import export as export_model
+
+    folder = export_model(run, output, merge=merge, format=format)
+    out.print(f"Wrote {folder}" + (" (adapter merged into the base weights)" if merge else ""))
 
 
 @app.command()

@@ -112,8 +112,46 @@ class DataConfig(Section):
         return self
 
 
+# strategy key -> the methods it belongs to (setting it for another method is a config error)
+STRATEGY_KEYS = {
+    "layers": ("top_k",), "cache_features": ("head",), "r": ("lora", "dora"), "alpha": ("lora", "dora"),
+    "dropout": ("lora", "dora"), "target_modules": ("lora", "dora", "ia3"), "feedforward_modules": ("ia3",),
+    "num_virtual_tokens": ("prompt_tuning", "prefix_tuning"),
+}
+
+
 class StrategyConfig(Section):
-    method: Literal["full"] = Field("full", description="which parameters train: full = all")
+    method: Literal["full", "head", "top_k", "bitfit", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning"] = (
+        Field("full", description="which parameters train: full = all; head = only the task head on the frozen "
+              "model (a feature extractor); top_k = the last `layers` blocks + head; bitfit = biases + head; lora, "
+              "dora, ia3, prompt_tuning, prefix_tuning = a peft adapter + head (see docs/peft.md)"))
+    layers: int | None = Field(None, ge=1, description="top_k: how many of the last transformer blocks train")
+    cache_features: bool = Field(
+        True, description="head: run the frozen model once over the data and train the head on the cached "
+        "features (false: a full forward every step; same result, slower)")
+    r: int = Field(8, ge=1, description="lora/dora: rank of the update B @ A")
+    alpha: float = Field(16, gt=0, description="lora/dora: the update is scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="lora/dora: dropout on the adapter's input")
+    target_modules: list[str] | None = Field(
+        None, description="lora/dora/ia3: names of the layers that get an adapter (a name matches a module "
+        "whose dotted path ends with it); null: the architecture's attention projections (all Linear layers "
+        "but the head when unknown)")
+    feedforward_modules: list[str] | None = Field(
+        None, description="ia3: which target_modules scale their input (feed-forward) rather than their output; "
+        "null: the architecture's default (none with your own target_modules)")
+    num_virtual_tokens: int = Field(20, ge=1, description="prompt_tuning/prefix_tuning: learned virtual tokens")
+
+    @model_validator(mode="after")
+    def _keys_of_the_method(self) -> StrategyConfig:
+        foreign = [key for key, methods in STRATEGY_KEYS.items()
+                   if self.method not in methods and getattr(self, key) != StrategyConfig.model_fields[key].default]
+        if foreign:
+            owners = "; ".join(f"strategy.{key} is for {' / '.join(STRATEGY_KEYS[key])}" for key in foreign)
+            raise ValueError(f"{owners} (got strategy.method {self.method!r})")
+        if self.method == "top_k" and self.layers is None:
+            raise ValueError("strategy.method top_k needs strategy.layers: how many of the last blocks train, "
+                             "e.g. strategy.layers=2")
+        return self
 
 
 class TrainConfig(Section):

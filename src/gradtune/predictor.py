@@ -11,6 +11,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from gradtune.errors import GradtuneError
+from gradtune.strategies import load_adapter_model
 from gradtune.tasks import get_task
 
 
@@ -58,7 +59,9 @@ class Predictor:
         self.tokenizer = None if tabular else AutoTokenizer.from_pretrained(self.path)
         # trust_remote_code stays off: a run folder holds only our own safetensors weights
         self.model = None
-        if self.onnx is None:
+        if self.onnx is None and (self.path / "adapter_config.json").is_file():  # peft: base + adapter and head
+            self.model = load_adapter_model(self.path, self.metadata).to(self.device).eval()
+        elif self.onnx is None:
             auto = getattr(transformers, getattr(self.task, "AUTO_MODEL", "AutoModelForSequenceClassification"))
             self.model = auto.from_pretrained(self.path).to(self.device).eval()
         self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
