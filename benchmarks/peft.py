@@ -59,7 +59,7 @@ def run_one(method: str, train: str, dev: str, epochs: float, out: str) -> dict:
         "samples_per_s": round(run.samples_per_second, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "saved_mb": round(folder_mb(run.run_dir / "model"), 2),
-        "trainable": meta.get("trainable_parameters"),
+        "trainable": meta["parameters"]["trainable"], "percent": meta["parameters"]["percent"],
     }
 
 
@@ -92,11 +92,11 @@ def main() -> None:
             print(json.dumps(results[-1]))
     print(f"\nSST-2, {args.train_rows} training rows, {args.epochs} epochs, dev 872 rows; "
           f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}\n")
-    print("| method | lr | trainable | dev accuracy | train s | samples/s | peak RSS MB | saved MB |")
+    print("| method | lr | trainable (%) | dev accuracy | train s | samples/s | peak RSS MB | saved MB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['method']} | {r['lr']:g} | {r['trainable'] or ''} | {r['dev_accuracy']:.4f} | {r['train_s']} | "
-              f"{r['samples_per_s']} | {r['peak_rss_mb']} | {r['saved_mb']} |")
+        print(f"| {r['method']} | {r['lr']:g} | {r['trainable']:,} ({r['percent']:.2f}%) | {r['dev_accuracy']:.4f} | "
+              f"{r['train_s']} | {r['samples_per_s']} | {r['peak_rss_mb']} | {r['saved_mb']} |")
 
 
 if __name__ == "__main__":

@@ -176,5 +176,5 @@ def test_settings_of_another_method_are_config_errors(strategy, message):
 def test_unusable_methods_say_why(make_config):
     with pytest.raises(GradtuneError, match="strategy.layers=5.*has 2 blocks"):
         gradtune.train(make_config(strategy={"method": "top_k", "layers": 5}))
-    with pytest.raises(GradtuneError, match="prefix_tuning.*past_key_values.*use prompt_tuning"):
+    with pytest.raises(GradtuneError, match="prefix_tuning.*key/value cache.*use prompt_tuning"):
         gradtune.train(make_config(strategy={"method": "prefix_tuning"}))

@@ -123,14 +123,6 @@ def _peft_config(model: nn.Module, s: Any, head: str) -> Any:
     if s.method in ("prompt_tuning", "prefix_tuning") and "inputs_embeds" not in forward:
         raise GradtuneError(f"strategy.method {s.method}: {type(model).__name__} does not read token embeddings "
                             "(no inputs_embeds), so it cannot take virtual tokens; use lora or head")
-    backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)  # peft's fallback: model.bert
-    takes_prefix = lambda m: isinstance(m, nn.Module) and "past_key_values" in inspect.signature(m.forward).parameters
-    if s.method == "prefix_tuning" and not (takes_prefix(model) or takes_prefix(backbone)):
-        # peft (0.21) hands the prefix over as `past_key_values`; transformers 5 models call it `cache`
-        raise GradtuneError(
-            f"strategy.method prefix_tuning: {type(model).__name__}.forward takes no past_key_values, which "
-            f"peft {peft.__version__} uses to pass the prefix (transformers 5 renamed it to `cache`); "
-            "use prompt_tuning (virtual tokens at the input) or lora")
     if s.method in ("lora", "dora"):
         targets, _ = _targets(model, s, head)
         return peft.LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=targets,
@@ -141,6 +133,16 @@ def _peft_config(model: nn.Module, s: Any, head: str) -> Any:
     if s.method == "prompt_tuning":
         return peft.PromptTuningConfig(num_virtual_tokens=s.num_virtual_tokens, **common)
     return peft.PrefixTuningConfig(num_virtual_tokens=s.num_virtual_tokens, **common)
+
+
+def _takes_a_cache(model: nn.Module, head: str) -> bool:
+    """Whether peft's prefix reaches the attention: a causal LM must read a cache (`cache`, or the
+    older `past_key_values`), a classifier's model or backbone `past_key_values` (peft's check)."""
+    takes = lambda m, names: isinstance(m, nn.Module) and bool(names & set(inspect.signature(m.forward).parameters))
+    if language_model_output(model) == head:
+        return takes(model, {"cache", "past_key_values"})
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return takes(model, {"past_key_values"}) or takes(backbone, {"past_key_values"})
 
 
 def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -177,6 +179,13 @@ def apply_strategy(model: nn.Module, s: Any) -> nn.Module:
     if s.method in PEFT_METHODS:
         import peft
 
+        if s.method == "prefix_tuning" and not _takes_a_cache(model, head):
+            # peft hands the prefix to the model as a key/value cache; with transformers 5 only
+            # causal LMs (Llama-style, task causal_lm) still take one, encoders and their heads do not
+            raise GradtuneError(
+                f"strategy.method prefix_tuning: {type(model).__name__} takes no key/value cache, which peft "
+                f"{peft.__version__} uses to pass the prefix (with transformers 5 a pretrained causal LM such as "
+                "Llama does, under task causal_lm); use prompt_tuning (virtual tokens at the input) or lora")
         return peft.get_peft_model(model, _peft_config(model, s, head))
     in_head = lambda name: name.split(".")[0] == head and head != language_model_output(model)
     if s.method == "head":
