@@ -110,6 +110,17 @@ def build_model(model_cfg: Any, inputs: dict[str, Any], head: dict[str, Any]) ->
     return MLPForSequenceClassification(config)
 
 
+def hf_loss(logits: torch.Tensor, labels: torch.Tensor | None, problem_type: str | None) -> torch.Tensor | None:
+    """The loss a Hugging Face model returns when given labels (gradtune's loop computes its own)."""
+    if labels is None:
+        return None
+    if problem_type == "regression":
+        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, labels)
+
+
 class RecurrentConfig(PretrainedConfig):
     model_type = "gradtune-recurrent"
 
@@ -168,15 +179,7 @@ class RecurrentForSequenceClassification(PreTrainedModel):
             else:
                 pooled = out.masked_fill(~real, float("-inf")).max(dim=1).values
         logits = self.head(self.drop(pooled))
-        loss = None
-        if labels is not None:  # the HF convention; gradtune's loop computes its own loss
-            if self.config.problem_type == "regression":
-                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            elif self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-            else:
-                loss = nn.functional.cross_entropy(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=hf_loss(logits, labels, self.config.problem_type), logits=logits)
 
 
 AutoConfig.register(RecurrentConfig.model_type, RecurrentConfig, exist_ok=True)

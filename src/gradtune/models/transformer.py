@@ -32,6 +32,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
 
+from gradtune.models.scratch import hf_loss
+
 ENCODER, DECODER = "transformer", "gpt"  # the model.names
 BOS, PAD = "<|endoftext|>", "<|pad|>"  # a trained byte-level BPE tokenizer's special tokens, ids 0-1
 
@@ -167,15 +169,7 @@ class TransformerForSequenceClassification(TransformerPreTrainedModel):
         else:
             pooled = x.masked_fill(~real[..., None], float("-inf")).max(dim=1).values
         logits = self.head(self.head_drop(pooled))
-        loss = None
-        if labels is not None:  # the HF convention; gradtune's loop computes its own loss
-            if self.config.problem_type == "regression":
-                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            elif self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-            else:
-                loss = nn.functional.cross_entropy(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=hf_loss(logits, labels, self.config.problem_type), logits=logits)
 
 
 class GPTForCausalLM(TransformerPreTrainedModel, GenerationMixin):

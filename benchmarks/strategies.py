@@ -1,6 +1,6 @@
 """Fine-tuning strategies side by side: MiniLM on a fixed SST-2 subset (run by hand, never in CI).
 
-    python benchmarks/peft.py [--train-rows 2000] [--epochs 2] [--methods full,head,lora]
+    python benchmarks/strategies.py [--train-rows 2000] [--epochs 2] [--methods full,head,lora]
                               [--data ../shared/data/sst2]
 
 Each method trains in its own process (so peak memory is its own) on the same seeded subset of
@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 METHODS = ["full", "head", "top_k", "bitfit", "lora", "dora", "ia3"]
-LR = {"full": 1e-4, "head": 2e-3, "top_k": 2e-4, "bitfit": 1e-3, "lora": 1e-3, "dora": 1e-3, "ia3": 3e-3}
+LR = {"full": 1e-4, "head": 1e-1, "top_k": 2e-4, "bitfit": 5e-3, "lora": 1e-3, "dora": 1e-3, "ia3": 1e-2}
 EXTRA = {"top_k": ["strategy.layers=2"]}
 
 
@@ -69,10 +69,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--data", default=str(HERE.parent / "shared" / "data" / "sst2"))
+    parser.add_argument("--lr", default="", help="override learning rates: head=0.05,ia3=0.01")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method, print JSON
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    LR.update({k: float(v) for k, v in (pair.split("=") for pair in args.lr.split(",") if pair)})
     if args.one:
         print("RESULT " + json.dumps(run_one(args.one, args.train, f"{args.data}/dev.csv", args.epochs, args.out)))
         return
@@ -82,7 +84,7 @@ def main() -> None:
         subset(Path(args.data) / "train.csv", train, args.train_rows)
         for method in args.methods.split(","):
             cmd = [sys.executable, __file__, "--one", method, "--train", str(train), "--data", args.data,
-                   "--epochs", str(args.epochs), "--out", str(Path(tmp) / method)]
+                   "--epochs", str(args.epochs), "--out", str(Path(tmp) / method), "--lr", args.lr]
             done = subprocess.run(cmd, capture_output=True, text=True)
             line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
