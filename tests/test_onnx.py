@@ -145,6 +145,20 @@ def test_regression_and_multilabel_export(task, tiny_bert, tmp_path):
             assert a["labels"] == b["labels"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
 
 
+def test_an_adapter_run_exports_with_its_adapter_applied(wide_init_bert, sentiment_files, tmp_path):
+    cfg = {"task": "classification", "model": {"name": str(wide_init_bert)},
+           "data": {"train": str(sentiment_files["train"]), "max_length": 32}, "strategy": {"method": "lora"},
+           "train": {"batch_size": 8, "lr": 3e-2, "progress": False, "seed": 0}}
+    run = fit(cfg, tmp_path / "run")
+    assert export_onnx(run, run / "onnx").max_abs_diff < 1e-4
+    adapted = gradtune.load(run)
+    with adapted.model.disable_adapter():  # the base alone predicts otherwise: the export must hold the adapter
+        assert not torch.allclose(adapted.logits(TEXTS), gradtune.load(run).logits(TEXTS))
+    got = gradtune.load(run, backend="onnx").predict(TEXTS)
+    for a, b in zip(got, adapted.predict(TEXTS)):
+        assert a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 @pytest.mark.parametrize("cell", scratch.CELLS)

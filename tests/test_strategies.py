@@ -107,6 +107,9 @@ def test_cached_head_features_train_exactly_like_the_frozen_model(make_config, w
         assert cached["loss"] == pytest.approx(plain["loss"], abs=1e-5)
         assert cached["accuracy"] == plain["accuracy"]
     assert evals[True][-1]["loss"] < evals[True][0]["loss"]  # the head did learn
+    setup = read_metrics(runs[True].run_dir / "metrics.jsonl")[0]  # what trains is logged before step 1
+    assert setup["kind"] == "setup" and setup["strategy"] == "head"
+    assert 0 < setup["trainable"] < setup["total"] and setup["percent"] < 5
     cached_w = load_file(runs[True].run_dir / "model" / "model.safetensors")
     plain_w = load_file(runs[False].run_dir / "model" / "model.safetensors")
     for name in plain_w:

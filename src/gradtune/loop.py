@@ -165,6 +165,8 @@ def fit(job: Job) -> Progress:
         progress = Progress(**saved)
         say(f"Resuming from {job.resume_from} (step {progress.step}, epoch {progress.epoch})")
     log = MetricsLog(job.run_dir / "metrics.jsonl", progress.step if job.resume_from else None)
+    if job.resume_from is None and "parameters" in job.metadata:  # what trains: the strategy's share
+        log.write({"kind": "setup", "step": 0, "strategy": job.cfg.strategy.method, **job.metadata["parameters"]})
 
     def checkpoint() -> None:
         if accelerator.is_main_process:
