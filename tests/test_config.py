@@ -224,7 +224,7 @@ def test_shipped_config_parses(path):
 
 
 def test_config_reference_in_docs_is_up_to_date():
-    from gradtune.config import config_reference
+    from gradtune.config_reference import config_reference
 
     docs = Path(__file__).resolve().parent.parent / "docs" / "config.md"
     assert docs.read_text() == config_reference(), "regenerate: python -m gradtune.config > docs/config.md"

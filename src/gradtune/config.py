@@ -274,61 +274,8 @@ class Config(Section):
         if (self.task not in ("regression", "tabular") or classes) and self.data.standardize_target:
             raise ValueError("data.standardize_target is for task 'regression' (and 'tabular' with a numeric "
                              "target: train.loss mse, huber or l1)")
-        tabular, mlp, d = self.task == "tabular", self.model.name == "mlp", self.data
-        if tabular and not (d.feature_columns or d.categorical_columns):
-            raise ValueError("task 'tabular' needs data.feature_columns (numeric input columns, e.g. [area, rooms]) "
-                             "and/or data.categorical_columns (e.g. [city])")
-        # compared with the defaults (not model_fields_set): a saved config.yaml lists every key
-        default_size = DataConfig.model_fields["categorical_embedding_size"].default
-        embedding_size_set = d.categorical_embedding_size != default_size
-        if not tabular and (d.feature_columns is not None or d.standardize_features or d.categorical_columns
-                            is not None or d.categorical_encoding != "onehot" or embedding_size_set):
-            raise ValueError("data.feature_columns, data.standardize_features and data.categorical_* are for "
-                             "task 'tabular'")
-        if d.categorical_encoding != "embedding" and embedding_size_set:
-            raise ValueError("data.categorical_embedding_size is for data.categorical_encoding 'embedding'")
-        both = set(d.feature_columns or []) & set(d.categorical_columns or [])
-        if both:
-            raise ValueError(f"column(s) {', '.join(sorted(both))} are in both data.feature_columns and "
-                             "data.categorical_columns; a column is numeric or categorical")
-        if tabular != mlp:
-            raise ValueError("task 'tabular' trains model.name 'mlp', and model.name 'mlp' is for task 'tabular' "
-                             f"(got task {self.task!r} with model.name {self.model.name!r})")
-        m = self.model
-        if not mlp and (m.hidden_sizes or not m.bias or m.activation != "relu" or m.init != "default"):
-            raise ValueError("model.hidden_sizes, model.bias, model.activation and model.init are for model.name 'mlp'")
-        recurrent, scratch_text = m.name in RECURRENT, m.name in RECURRENT + TRANSFORMERS
-        for key, owners in SCRATCH_KEYS.items():
-            if getattr(m, key) != ModelConfig.model_fields[key].default and m.name not in owners:
-                raise ValueError(f"model.{key}: for model.name {', '.join(owners)} (got model.name {m.name!r})")
-        if recurrent and m.attention_dropout is not None:
-            raise ValueError("model.attention_dropout: rnn, lstm and gru models have no attention")
-        if m.pooling is not None:
-            allowed = ("first", "mean", "max") if m.name == "transformer" else ("last", "mean", "max")
-            if m.pooling not in allowed:
-                raise ValueError(f"model.pooling={m.pooling!r} does not fit model.name {m.name!r}; "
-                                 f"choose one of {', '.join(allowed)}")
-        if m.name in TRANSFORMERS and m.embedding_size % m.num_heads:
-            raise ValueError(f"model.num_heads={m.num_heads} must divide model.embedding_size={m.embedding_size} "
-                             "(each head gets an equal share of the width)")
-        if m.name in TRANSFORMERS and m.max_positions is not None and m.max_positions < self.data.max_length:
-            raise ValueError(f"model.max_positions={m.max_positions} is below data.max_length="
-                             f"{self.data.max_length}: raise it or leave it null")
-        causal = self.task == "causal_lm"
-        if m.name == "gpt" and not causal:
-            raise ValueError(f"model.name 'gpt' is a decoder for task 'causal_lm' (got task {self.task!r}); "
-                             "for a text classifier from scratch use model.name 'transformer'")
-        if causal and (m.name in RECURRENT or m.name == "transformer"):
-            raise ValueError(f"model.name {m.name!r} is not a language model; task 'causal_lm' trains model.name "
-                             "'gpt' or a pretrained causal LM (a folder or hub id)")
-        if causal:
-            given = [f"data.{k}" for k in ("label_column", "text_pair_column")
-                     if getattr(self.data, k) != DataConfig.model_fields[k].default]
-            if given or m.classifier_dropout is not None:
-                raise ValueError(f"{', '.join(given or ['model.classifier_dropout'])}: task 'causal_lm' learns "
-                                 "from data.text_column alone; it has no labels (or text pairs) and no classifier")
-        if scratch_text and m.tokenizer not in (None, "train") and m.vocab_size != 8000:
-            raise ValueError("model.vocab_size is for model.tokenizer 'train' (a pretrained tokenizer has its own)")
+        _check_tabular(self)
+        _check_model(self)
         if self.task != "multilabel" and (self.data.label_delimiter != "," or self.train.threshold != 0.5):
             raise ValueError("data.label_delimiter and train.threshold are for task 'multilabel'")
         known = target.METRICS
@@ -342,6 +289,69 @@ class Config(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_tabular(cfg: Config) -> None:
+    """Tabular inputs only with task tabular, and task tabular only with the mlp."""
+    tabular, mlp, d = cfg.task == "tabular", cfg.model.name == "mlp", cfg.data
+    if tabular and not (d.feature_columns or d.categorical_columns):
+        raise ValueError("task 'tabular' needs data.feature_columns (numeric input columns, e.g. [area, rooms]) "
+                         "and/or data.categorical_columns (e.g. [city])")
+    # compared with the defaults (not model_fields_set): a saved config.yaml lists every key
+    default_size = DataConfig.model_fields["categorical_embedding_size"].default
+    embedding_size_set = d.categorical_embedding_size != default_size
+    if not tabular and (d.feature_columns is not None or d.standardize_features or d.categorical_columns
+                        is not None or d.categorical_encoding != "onehot" or embedding_size_set):
+        raise ValueError("data.feature_columns, data.standardize_features and data.categorical_* are for "
+                         "task 'tabular'")
+    if d.categorical_encoding != "embedding" and embedding_size_set:
+        raise ValueError("data.categorical_embedding_size is for data.categorical_encoding 'embedding'")
+    both = set(d.feature_columns or []) & set(d.categorical_columns or [])
+    if both:
+        raise ValueError(f"column(s) {', '.join(sorted(both))} are in both data.feature_columns and "
+                         "data.categorical_columns; a column is numeric or categorical")
+    if tabular != mlp:
+        raise ValueError("task 'tabular' trains model.name 'mlp', and model.name 'mlp' is for task 'tabular' "
+                         f"(got task {cfg.task!r} with model.name {cfg.model.name!r})")
+
+
+def _check_model(cfg: Config) -> None:
+    """Model keys only for the architectures that have them; the language-model pairing."""
+    m, mlp = cfg.model, cfg.model.name == "mlp"
+    if not mlp and (m.hidden_sizes or not m.bias or m.activation != "relu" or m.init != "default"):
+        raise ValueError("model.hidden_sizes, model.bias, model.activation and model.init are for model.name 'mlp'")
+    recurrent, scratch_text = m.name in RECURRENT, m.name in RECURRENT + TRANSFORMERS
+    for key, owners in SCRATCH_KEYS.items():
+        if getattr(m, key) != ModelConfig.model_fields[key].default and m.name not in owners:
+            raise ValueError(f"model.{key}: for model.name {', '.join(owners)} (got model.name {m.name!r})")
+    if recurrent and m.attention_dropout is not None:
+        raise ValueError("model.attention_dropout: rnn, lstm and gru models have no attention")
+    if m.pooling is not None:
+        allowed = ("first", "mean", "max") if m.name == "transformer" else ("last", "mean", "max")
+        if m.pooling not in allowed:
+            raise ValueError(f"model.pooling={m.pooling!r} does not fit model.name {m.name!r}; "
+                             f"choose one of {', '.join(allowed)}")
+    if m.name in TRANSFORMERS and m.embedding_size % m.num_heads:
+        raise ValueError(f"model.num_heads={m.num_heads} must divide model.embedding_size={m.embedding_size} "
+                         "(each head gets an equal share of the width)")
+    if m.name in TRANSFORMERS and m.max_positions is not None and m.max_positions < cfg.data.max_length:
+        raise ValueError(f"model.max_positions={m.max_positions} is below data.max_length="
+                         f"{cfg.data.max_length}: raise it or leave it null")
+    causal = cfg.task == "causal_lm"
+    if m.name == "gpt" and not causal:
+        raise ValueError(f"model.name 'gpt' is a decoder for task 'causal_lm' (got task {cfg.task!r}); "
+                         "for a text classifier from scratch use model.name 'transformer'")
+    if causal and (m.name in RECURRENT or m.name == "transformer"):
+        raise ValueError(f"model.name {m.name!r} is not a language model; task 'causal_lm' trains model.name "
+                         "'gpt' or a pretrained causal LM (a folder or hub id)")
+    if causal:
+        given = [f"data.{k}" for k in ("label_column", "text_pair_column")
+                 if getattr(cfg.data, k) != DataConfig.model_fields[k].default]
+        if given or m.classifier_dropout is not None:
+            raise ValueError(f"{', '.join(given or ['model.classifier_dropout'])}: task 'causal_lm' learns "
+                             "from data.text_column alone; it has no labels (or text pairs) and no classifier")
+    if scratch_text and m.tokenizer not in (None, "train") and m.vocab_size != 8000:
+        raise ValueError("model.vocab_size is for model.tokenizer 'train' (a pretrained tokenizer has its own)")
 
 
 def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -442,32 +452,7 @@ def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str]
     return load_config(config, overrides)
 
 
-def config_reference() -> str:
-    """docs/config.md, generated from the schema so the docs cannot drift from the code."""
-    lines = ["# Config reference", "",
-             "Generated from `gradtune/config.py` (`python -m gradtune.config > docs/config.md`).",
-             "Every key can be set in the YAML file or on the command line as `section.key=value`.", ""]
-    is_section = lambda f: isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
-    lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for name, f in Config.model_fields.items():
-        if not is_section(f):
-            lines.append(f"| `{name}` | {_type_name(f.annotation)} | `{f.default}` | {f.description or ''} |")
-    for section_name, f in Config.model_fields.items():
-        if not is_section(f):
-            continue
-        section = f.annotation
-        lines += ["", f"## `{section_name}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, f in section.model_fields.items():
-            default = "required" if f.is_required() else f"`{f.default}`"
-            kind = _type_name(f.annotation)
-            lines.append(f"| `{section_name}.{name}` | {kind} | {default} | {f.description or ''} |")
-    return "\n".join(lines) + "\n"
-
-
-def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    return text.replace("|", "\\|")
-
-
 if __name__ == "__main__":
+    from gradtune.config_reference import config_reference
+
     print(config_reference(), end="")
