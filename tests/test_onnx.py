@@ -145,6 +145,20 @@ def test_regression_and_multilabel_export(task, tiny_bert, tmp_path):
             assert a["labels"] == b["labels"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
 
 
+@pytest.mark.parametrize("pooling", ["first", "mean", "max"])
+def test_from_scratch_transformer_exports(pooling, sentiment_files, tmp_path):
+    cfg = {"task": "classification",
+           "model": {"name": "transformer", "embedding_size": 16, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                     "vocab_size": 200, "pooling": pooling},
+           "data": {"train": str(sentiment_files["train"]), "max_length": 32},
+           "train": {"batch_size": 8, "lr": 3e-3, "progress": False, "seed": 0}}
+    run = fit(cfg, tmp_path / "run")
+    assert export_onnx(run, run / "onnx").max_abs_diff < 1e-4
+    got, expected = gradtune.load(run, backend="onnx").predict(TEXTS), gradtune.load(run).predict(TEXTS)
+    for a, b in zip(got, expected):
+        assert a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+
+
 def test_an_adapter_run_exports_with_its_adapter_applied(wide_init_bert, sentiment_files, tmp_path):
     cfg = {"task": "classification", "model": {"name": str(wide_init_bert)},
            "data": {"train": str(sentiment_files["train"]), "max_length": 32}, "strategy": {"method": "lora"},

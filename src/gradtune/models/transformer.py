@@ -163,7 +163,7 @@ class TransformerForSequenceClassification(TransformerPreTrainedModel):
         x, real = self._encode(input_ids, attention_mask)
         if self.config.pooling == "first":  # the trained tokenizer puts [CLS] there
             first = real.long().argmax(dim=1)  # the first real token, whichever side was padded
-            pooled = x[torch.arange(len(x), device=x.device), first]
+            pooled = x.gather(1, first[:, None, None].expand(-1, 1, x.shape[-1])).squeeze(1)
         elif self.config.pooling == "mean":
             pooled = (x * real[..., None]).sum(dim=1) / real.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
         else:
