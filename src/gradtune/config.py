@@ -380,7 +380,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             section = _section_at(loc)
             hint = _did_you_mean(loc[-1], list(section.model_fields)) if section else ""
             lines.append(f"  {key}: unknown key{hint}")
-        elif not loc:  # a check across keys: its message names them; the input is the whole config
+        elif not loc or isinstance(e.get("input"), dict):
+            # a check across keys (of the config or a section): its message names them, and the
+            # input is the whole mapping
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
