@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,8 @@ def _prepare_run_dir(cfg: Config, resume: bool, overwrite: bool) -> Path | None:
                 f"output_dir {run_dir} already holds a run; pass --resume to continue it, "
                 "--overwrite to replace it, or choose another output_dir=..."
             )
+        if os.environ.get("RANK", "0") != "0":  # torchrun: the main process clears the folder
+            return None
         for name in ("checkpoints", "model", "metrics.jsonl", "config.yaml", "test_metrics.json"):
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from importlib import resources
@@ -95,7 +96,9 @@ def train(
     """Train a model from CONFIG."""
     from gradtune.api import train as train_run
 
-    show_run(train_run(config, overrides or [], resume=resume, overwrite=overwrite))
+    run = train_run(config, overrides or [], resume=resume, overwrite=overwrite)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary: the main process's
+        show_run(run)
 
 
 @app.command("eval")

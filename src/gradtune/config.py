@@ -380,7 +380,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             section = _section_at(loc)
             hint = _did_you_mean(loc[-1], list(section.model_fields)) if section else ""
             lines.append(f"  {key}: unknown key{hint}")
-        elif not loc or isinstance(e.get("input"), dict):
+        elif not loc or _section_at((*loc, "key")) is not None:  # loc names a section
             # a check across keys (of the config or a section): its message names them, and the
             # input is the whole mapping
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")

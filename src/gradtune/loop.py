@@ -139,7 +139,8 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
 
 def fit(job: Job) -> Progress:
     cfg = job.cfg.train
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision))
+    # cpu=True on a machine without a GPU: only then does accelerate see torchrun's processes (MULTI_CPU)
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.precision), cpu=not torch.cuda.is_available())
     say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
     if cfg.precision == "fp64":
         job.model.double()
@@ -164,9 +165,15 @@ def fit(job: Job) -> Progress:
         saved = load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
         progress = Progress(**saved)
         say(f"Resuming from {job.resume_from} (step {progress.step}, epoch {progress.epoch})")
-    log = MetricsLog(job.run_dir / "metrics.jsonl", progress.step if job.resume_from else None)
+    log = MetricsLog(job.run_dir / "metrics.jsonl", progress.step if job.resume_from else None,
+                     enabled=accelerator.is_main_process)
     if job.resume_from is None and "parameters" in job.metadata:  # what trains: the strategy's share
         log.write({"kind": "setup", "step": 0, "strategy": job.cfg.strategy.method, **job.metadata["parameters"]})
+
+    def mean_over_processes(value: float) -> float:
+        if accelerator.num_processes == 1:
+            return value
+        return float(accelerator.reduce(torch.tensor(value), "mean"))
 
     def checkpoint() -> None:
         if accelerator.is_main_process:
@@ -228,6 +235,10 @@ def fit(job: Job) -> Progress:
                 # the summed pieces then give exactly the gradient of one big batch
                 examples = sum(len(piece["labels"]) for piece in micro)
                 step_units = sum(units(piece["labels"]) for piece in micro)
+                if accelerator.num_processes > 1:
+                    # DDP averages the processes' gradients: dividing by the mean count per process
+                    # makes that average the gradient of the loss over every example (token) of the step
+                    step_units = float(accelerator.reduce(torch.tensor(float(step_units)), "mean"))
                 step_loss = 0.0
                 for i, piece in enumerate(micro):
                     # DDP: sync gradients across processes once per step, on the last piece
@@ -281,7 +292,8 @@ def fit(job: Job) -> Progress:
                     record = {"kind": "train", "step": progress.step,
                               "epoch": round(progress.step / steps_per_epoch, 4),
                               "elapsed": round(progress.train_seconds, 3),
-                              "loss": window["loss"] / max(window["steps"], 1), "lr": scheduler.get_last_lr()[0],
+                              "loss": mean_over_processes(window["loss"] / max(window["steps"], 1)),
+                              "lr": scheduler.get_last_lr()[0],
                               "grad_norm": grad_norm, "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
                     if layer_norms is not None:
                         record["layer_grad_norm"] = layer_norms

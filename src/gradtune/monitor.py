@@ -20,8 +20,10 @@ class MetricsLog:
     """Append-only JSON lines. On resume, records written after the checkpoint's step are
     dropped, so the file reads as if the run had never been interrupted."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled  # one writer: the main process
+        if not enabled:
+            return
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
@@ -33,6 +35,8 @@ class MetricsLog:
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -1,0 +1,49 @@
+"""Two CPU processes under torchrun (gloo): one run folder written once, both processes in the same
+state, and validation metrics over every example exactly once (gathered, not duplicated or dropped)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gradtune
+from gradtune.monitor import read_metrics
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import gradtune
+    cfg = json.loads(sys.argv[1])
+    run = gradtune.train(cfg)
+    print("RESULT", json.dumps({"steps": run.steps, "metrics": run.metrics}))
+""")
+
+
+def test_two_processes_train_one_run(make_config, wide_init_bert, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    cfg = make_config(model__name=str(wide_init_bert), train__epochs=10, train__batch_size=8, train__lr=3e-3)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 2 and results[0] == results[1]  # both processes end in the same state
+
+    run_dir = tmp_path / "run"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    steps = [(r["kind"], r["step"]) for r in records]
+    assert len(steps) == len(set(steps)), "a record was written by both processes"
+    # each step takes one batch per process: an epoch of 2 processes has half the steps
+    n_train = sum(1 for _ in open(cfg["data"]["train"])) - 1
+    assert results[0]["steps"] == 10 * -(-n_train // 16)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals[-1]["accuracy"] > 0.8 and evals[-1]["loss"] < evals[0]["loss"]
+    # the gathered validation metrics are those of one process scoring every example once
+    best = max(evals, key=lambda r: r["accuracy"])
+    alone = gradtune.evaluate(run_dir, cfg["data"]["validation"])
+    assert alone["accuracy"] == pytest.approx(best["accuracy"])
+    assert alone["loss"] == pytest.approx(best["loss"], abs=1e-4)
