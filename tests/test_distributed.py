@@ -47,3 +47,35 @@ def test_two_processes_train_one_run(make_config, wide_init_bert, tmp_path):
     alone = gradtune.evaluate(run_dir, cfg["data"]["validation"])
     assert alone["accuracy"] == pytest.approx(best["accuracy"])
     assert alone["loss"] == pytest.approx(best["loss"], abs=1e-4)
+
+
+NAN_ON_RANK_1 = textwrap.dedent("""
+    import json, os, sys
+    import torch
+    import gradtune
+    from gradtune.errors import GradtuneError
+    from gradtune.tasks import classification
+    plain = classification.loss_sum
+    calls = []
+    def poisoned(logits, labels, **kw):  # rank 1 only, from its 5th batch on
+        calls.append(1)
+        loss = plain(logits, labels, **kw)
+        return loss * float("nan") if os.environ["RANK"] == "1" and len(calls) >= 5 else loss
+    classification.loss_sum = poisoned
+    try:
+        gradtune.train(json.loads(sys.argv[1]))
+    except GradtuneError as e:
+        print("STOPPED", str(e).split(";")[0])
+""")
+
+
+def test_a_nan_on_one_process_stops_every_process(make_config, wide_init_bert, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(NAN_ON_RANK_1)
+    cfg = make_config(model__name=str(wide_init_bert), train__epochs=3)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+         str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=300)
+    stopped = [line for line in done.stdout.splitlines() if line.startswith("STOPPED")]
+    assert len(stopped) == 2, done.stdout[-2000:] + done.stderr[-2000:]  # both, at the same step
+    assert stopped[0] == stopped[1] and "non-finite loss at step 5" in stopped[0]

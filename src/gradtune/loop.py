@@ -252,6 +252,8 @@ def fit(job: Job) -> Progress:
                         # weight and adds into .grad
                         accelerator.backward(loss)
                     step_loss += float(loss.detach())
+                # several processes: the step's loss over all of them, so a NaN on one stops every one
+                step_loss = mean_over_processes(step_loss)
 
                 # clip: the global norm is measured (and logged) before clipping
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf))
@@ -292,7 +294,7 @@ def fit(job: Job) -> Progress:
                     record = {"kind": "train", "step": progress.step,
                               "epoch": round(progress.step / steps_per_epoch, 4),
                               "elapsed": round(progress.train_seconds, 3),
-                              "loss": mean_over_processes(window["loss"] / max(window["steps"], 1)),
+                              "loss": window["loss"] / max(window["steps"], 1),
                               "lr": scheduler.get_last_lr()[0],
                               "grad_norm": grad_norm, "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
                     if layer_norms is not None:
