@@ -18,7 +18,7 @@ from transformers import set_seed
 from gradtune import __version__
 from gradtune.checkpoint import list_checkpoints
 from gradtune.config import Config, DataConfig, as_config
-from gradtune.data import encode_column, load_split, make_loader, read_table, require_columns, tokenize
+from gradtune.data import encode_column, load_split, make_loader, read_table, require_columns
 from gradtune.errors import GradtuneError
 from gradtune.head_cache import cache_head
 from gradtune.loop import Job, fit
@@ -96,7 +96,7 @@ def _load_data(
     d = cfg.data
     if d.train is None:
         raise GradtuneError("data.train is not set: give a training file, e.g. data.train=train.csv")
-    labelled = getattr(task, "LABELS", True)  # causal_lm: the text is its own target
+    labelled = task.LABELS  # causal_lm: the text is its own target
     train_ds, skipped = load_split(d.train, d, with_labels=labelled)
     held_out = None
     if d.validation_split:
@@ -123,7 +123,7 @@ def _load_data(
         val_path = d.validation or d.train
         return (task.encode_inputs(train_ds, d.train, meta),
                 task.encode_inputs(val_ds, val_path, meta) if val_ds is not None else None, [], meta)
-    tokenize_split = getattr(task, "tokenize", tokenize)  # causal_lm adds eos and the token labels
+    tokenize_split = task.tokenize  # causal_lm adds eos and the token labels
     tok = lambda ds: tokenize_split(ds, tokenizer, d.text_column, d.text_pair_column, d.max_length)
     return tok(train_ds), (tok(val_ds) if val_ds is not None else None), meta.get("labels", []), meta
 
@@ -139,7 +139,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
-    text = getattr(task, "USES_TOKENIZER", True)
+    text = task.USES_TOKENIZER
     m, recurrent = cfg.model, cfg.model.name in scratch.CELLS
     scratch_text = recurrent or m.name in (transformer.ENCODER, transformer.DECODER)
     trained: list[Any] = []  # from scratch with model.tokenizer 'train': fitted on the training split
@@ -167,11 +167,11 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
     else:
         overrides = dropout_overrides(cfg.model.name, cfg.model)
         model = load_model(cfg.model.name, task.model_kwargs(meta), cfg.model.trust_remote_code, overrides,
-                           auto=getattr(task, "AUTO_MODEL", "AutoModelForSequenceClassification"))
+                           auto=task.AUTO_MODEL)
         base_model_path = _absolute(resolve_model(cfg.model.name))
     model = apply_strategy(model, cfg.strategy)  # freeze, or wrap with a peft adapter
     t = cfg.train
-    collator = task.collator(tokenizer) if hasattr(task, "collator") else None
+    collator = task.collator(tokenizer)
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
     train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True, collator=collator)
     val_loader = None
@@ -186,7 +186,7 @@ def prepare(cfg: Config, run_dir: Path) -> Job:
         "base_model_path": base_model_path,
         "strategy": cfg.strategy.model_dump(mode="json"), "parameters": parameter_counts(model),
         **({"tokenizer": m.tokenizer or "train"} if scratch_text else {}),
-        "label_column": cfg.data.label_column if getattr(task, "LABELS", True) else None,
+        "label_column": cfg.data.label_column if task.LABELS else None,
         "gradtune_version": __version__,
     }
     loss_fn = task.make_loss(t, train_ds["labels"], model.config.num_labels)
@@ -243,7 +243,7 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     """Metrics of a trained run on a labelled file (same columns as in training)."""
     predictor = Predictor(run)
     meta = predictor.metadata
-    labelled = getattr(predictor.task, "LABELS", True)  # causal_lm: the texts are the targets
+    labelled = predictor.task.LABELS  # causal_lm: the texts are the targets
     if predictor.tokenizer is None:  # tabular
         columns = DataConfig(feature_columns=meta["feature_columns"], label_column=meta["label_column"],
                              categorical_columns=meta.get("categorical_columns"))
@@ -256,9 +256,9 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     if predictor.tokenizer is None:
         ds = predictor.task.encode_inputs(ds, data, meta)
     else:
-        tokenize_split = getattr(predictor.task, "tokenize", tokenize)
+        tokenize_split = predictor.task.tokenize
         ds = tokenize_split(ds, predictor.tokenizer, meta["text_column"], meta["text_pair_column"], meta["max_length"])
-    collator = predictor.task.collator(predictor.tokenizer) if hasattr(predictor.task, "collator") else None
+    collator = predictor.task.collator(predictor.tokenizer)
     loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False, collator=collator)
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
     result = evaluate_loader(predictor.model, loader, predictor.task, accelerator, meta)

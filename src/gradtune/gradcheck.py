@@ -25,7 +25,7 @@ from torch import nn
 from gradtune.api import prepare
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
-from gradtune.loop import loss_units, model_inputs, pieces
+from gradtune.loop import model_inputs, pieces
 
 # both |autograd| and |numeric| below this: the entry's gradient is zero (an unused weight, a dead
 # relu unit) and the difference quotient is zero up to round-off; nothing to compare, a pass
@@ -99,7 +99,7 @@ def check_gradients(
     loss_fn = job.loss_fn or job.task.loss_sum
     batch = next(pieces(next(iter(job.train_loader)), batch_size))  # padding trimmed to the piece
     inputs, labels = model_inputs(batch), batch["labels"]
-    n, units = len(labels), loss_units(job.task)(labels)
+    n, units = len(labels), job.task.loss_units(labels)
 
     def loss() -> torch.Tensor:
         # J(θ) as loop.fit computes it for one step of n examples (causal_lm: over their target tokens)

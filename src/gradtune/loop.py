@@ -77,12 +77,6 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("labels", "_row")}
 
 
-def loss_units(task: ModuleType) -> Callable[[torch.Tensor], int]:
-    """What a task's summed loss is a sum over, counted in a batch's labels: examples (len), or
-    for a token-level loss (causal_lm) its target tokens."""
-    return getattr(task, "loss_units", len)
-
-
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: DataLoader, task: ModuleType, accelerator: Accelerator, meta: dict
@@ -92,7 +86,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = task.make_metrics(meta).to(accelerator.device)
-    units = loss_units(task)
+    units = task.loss_units
     loss_total, examples = 0.0, 0  # examples: what the loss is averaged over (causal_lm: tokens)
     for batch in loader:
         logits = model(**model_inputs(batch)).logits
@@ -146,7 +140,7 @@ def fit(job: Job) -> Progress:
         job.model.double()
     sampler = job.train_loader.batch_sampler  # ours: reshuffled per epoch by set_epoch()
     loss_fn = job.loss_fn or job.task.loss_sum
-    units = loss_units(job.task)
+    units = job.task.loss_units
     plan = step_plan(cfg)
     optimizer = build_optimizer(job.model, cfg)
     model, optimizer, train_loader = accelerator.prepare(job.model, optimizer, job.train_loader)

@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from gradtune.api import prepare
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
-from gradtune.loop import Job, loss_units, mixed_precision, model_inputs, pieces
+from gradtune.loop import Job, mixed_precision, model_inputs, pieces
 from gradtune.monitor import console, progress_bar
 from gradtune.optim import build_optimizer, step_plan
 
@@ -91,7 +91,7 @@ def range_test(job: Job, start_lr: float, end_lr: float, steps: int) -> tuple[li
     if cfg.precision == "fp64":
         job.model.double()
     loss_fn = job.loss_fn or job.task.loss_sum
-    units = loss_units(job.task)
+    units = job.task.loss_units
     plan = step_plan(cfg)
     sampler = job.train_loader.batch_sampler
     optimizer = build_optimizer(job.model, cfg)  # the config's optimizer: its best lr is what we want

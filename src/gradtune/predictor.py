@@ -62,7 +62,7 @@ class Predictor:
         if self.onnx is None and (self.path / "adapter_config.json").is_file():  # peft: base + adapter and head
             self.model = load_adapter_model(self.path, self.metadata).to(self.device).eval()
         elif self.onnx is None:
-            auto = getattr(transformers, getattr(self.task, "AUTO_MODEL", "AutoModelForSequenceClassification"))
+            auto = getattr(transformers, self.task.AUTO_MODEL)
             self.model = auto.from_pretrained(self.path).to(self.device).eval()
         self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
         self.id2label = dict(enumerate(self.labels))

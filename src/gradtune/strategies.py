@@ -243,7 +243,7 @@ def load_adapter_model(path: Path, metadata: dict[str, Any]) -> Any:
     from gradtune.tasks import get_task
 
     task = get_task(metadata["task"])
-    auto = getattr(task, "AUTO_MODEL", "AutoModelForSequenceClassification")  # causal_lm: AutoModelForCausalLM
+    auto = task.AUTO_MODEL  # causal_lm: AutoModelForCausalLM
     if (path / "base").is_dir():
         base = getattr(transformers, auto).from_pretrained(path / "base")
     else:

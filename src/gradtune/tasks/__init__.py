@@ -22,5 +22,19 @@ TASKS: dict[str, str] = {
 }
 
 
+def _no_collator(tokenizer: object) -> None:
+    return None  # the loader's default: pad the tokenizer's inputs, stack the labels
+
+
 def get_task(name: str) -> ModuleType:
-    return importlib.import_module(TASKS[name])
+    """The task's module, with the optional hooks it leaves out set to their defaults, so that
+    callers read `task.LABELS`, `task.tokenize`, ... and never need to know which task has which."""
+    task = importlib.import_module(TASKS[name])
+    from gradtune.data import tokenize
+
+    defaults = {"LABELS": True, "USES_TOKENIZER": True, "AUTO_MODEL": "AutoModelForSequenceClassification",
+                "tokenize": tokenize, "collator": _no_collator, "loss_units": len}
+    for hook, value in defaults.items():
+        if not hasattr(task, hook):
+            setattr(task, hook, value)
+    return task
