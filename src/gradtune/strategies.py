@@ -220,10 +220,6 @@ def parameter_counts(model: nn.Module) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "percent": round(100 * trainable / max(total, 1), 4)}
 
 
-def is_peft(model: Any) -> bool:
-    return hasattr(model, "peft_config")
-
-
 def save_base(model: Any, folder: Path) -> None:
     """A from-scratch base model (random init, saved nowhere else) next to its adapter: a copy of
     the model with the adapter layers taken out again."""
