@@ -1,12 +1,17 @@
 """Two CPU processes under torchrun (gloo): one run folder written once, both processes in the same
-state, and validation metrics over every example exactly once (gathered, not duplicated or dropped)."""
+state, and validation metrics over every example exactly once (gathered, not duplicated or dropped).
+
+Each process writes its result to a file of its own (never to the shared stdout pipe, where two
+processes' output can run into one line), and torchrun gets a port that is free at run time."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -14,23 +19,40 @@ import gradtune
 from gradtune.monitor import read_metrics
 
 SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import gradtune
     cfg = json.loads(sys.argv[1])
     run = gradtune.train(cfg)
-    print("RESULT", json.dumps({"steps": run.steps, "metrics": run.metrics}))
+    out = os.path.join(sys.argv[2], "rank-" + os.environ["RANK"] + ".json")
+    with open(out, "w") as f:
+        json.dump({"steps": run.steps, "metrics": run.metrics}, f)
 """)
 
 
-def test_two_processes_train_one_run(make_config, wide_init_bert, tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    cfg = make_config(model__name=str(wide_init_bert), train__epochs=10, train__batch_size=8, train__lr=3e-3)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(script: str, cfg: dict, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run `script CFG RESULTS_DIR` in 2 processes; the per-rank result files, rank order."""
+    path, results = tmp_path / "script.py", tmp_path / "results"
+    path.write_text(script)
+    results.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), str(path), json.dumps(cfg), str(results)],
+        capture_output=True, text=True, timeout=300)
+    found = [json.loads((results / f"rank-{r}.json").read_text()) for r in (0, 1)
+             if (results / f"rank-{r}.json").is_file()]
+    return done, found
+
+
+def test_two_processes_train_one_run(make_config, wide_init_bert, tmp_path):
+    cfg = make_config(model__name=str(wide_init_bert), train__epochs=10, train__batch_size=8, train__lr=3e-3)
+    done, results = torchrun(SCRIPT, cfg, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 2 and results[0] == results[1]  # both processes end in the same state
 
     run_dir = tmp_path / "run"
@@ -62,20 +84,19 @@ NAN_ON_RANK_1 = textwrap.dedent("""
         loss = plain(logits, labels, **kw)
         return loss * float("nan") if os.environ["RANK"] == "1" and len(calls) >= 5 else loss
     classification.loss_sum = poisoned
+    message = None
     try:
         gradtune.train(json.loads(sys.argv[1]))
     except GradtuneError as e:
-        print("STOPPED", str(e).split(";")[0])
+        message = str(e).split(";")[0]
+    with open(os.path.join(sys.argv[2], "rank-" + os.environ["RANK"] + ".json"), "w") as f:
+        json.dump({"stopped": message}, f)
 """)
 
 
 def test_a_nan_on_one_process_stops_every_process(make_config, wide_init_bert, tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(NAN_ON_RANK_1)
     cfg = make_config(model__name=str(wide_init_bert), train__epochs=3)
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-         str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=300)
-    stopped = [line for line in done.stdout.splitlines() if line.startswith("STOPPED")]
-    assert len(stopped) == 2, done.stdout[-2000:] + done.stderr[-2000:]  # both, at the same step
-    assert stopped[0] == stopped[1] and "non-finite loss at step 5" in stopped[0]
+    done, results = torchrun(NAN_ON_RANK_1, cfg, tmp_path)
+    assert len(results) == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    stopped = [r["stopped"] for r in results]  # both, at the same step
+    assert stopped[0] is not None and stopped[0] == stopped[1] and "non-finite loss at step 5" in stopped[0]
