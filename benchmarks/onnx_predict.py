@@ -22,10 +22,10 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from gradtune.checkpoint import save_model_dir
+from gradtune.export.onnx import export_onnx
+from gradtune.inference.predictor import Predictor
 from gradtune.models.pretrained import load_model, load_tokenizer
-from gradtune.onnx_export import export_onnx
-from gradtune.predictor import Predictor
+from gradtune.rundir import write_model_dir
 
 
 def best_rate(predict, texts: list[str], repeat: int) -> float:
@@ -51,7 +51,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         run = Path(out)
         torch.manual_seed(0)
-        save_model_dir(run / "model", load_model("minilm", head), load_tokenizer("minilm"), {
+        model = load_model("minilm", head)
+        write_model_dir(run / "model", model.save_pretrained, load_tokenizer("minilm"), {
             "task": "classification", "labels": labels, "base_model": "minilm", "text_column": "text",
             "text_pair_column": None, "max_length": 128, "label_column": "label"})
         started = time.perf_counter()

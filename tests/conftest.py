@@ -13,12 +13,18 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from gradtune.config import as_config
+from gradtune.training.head_cache import HeadOnly
+from gradtune.training.loop import fit
+from gradtune.training.prepare import prepare
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 POSITIVE = ["good", "great", "lovely", "excellent", "wonderful", "superb", "fun", "brilliant"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "poor", "dull", "horrible", "weak"]
 SUBJECTS = ["the movie", "the food", "the hotel", "this book", "the service", "the app", "the show"]
+NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 FILLER = ["was", "is", "really", "quite", "very", "so", "and", "it", "felt", "truly", "overall"]
 
 
@@ -36,6 +42,48 @@ def sentiment_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
         rows.append({"text": sentence(rng, label), "label": label})
     rng.shuffle(rows)
     return rows
+
+
+def counting_rows(n: int, seed: int) -> list[dict[str, str]]:
+    """Texts of 8 words that count on from a random number (twelve wraps to one): only the first
+    word is a guess, every other token follows from the one before (for language models)."""
+    rng = random.Random(seed)
+    starts = [rng.randrange(12) for _ in range(n)]
+    return [{"text": " ".join(NUMBERS[(start + i) % 12] for i in range(8))} for start in starts]
+
+
+def linear_rows(n: int, seed: int) -> list[dict]:
+    """Tabular rows: y = 0.5 x1 - 3 x2 + noise."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        x1, x2 = rng.uniform(100, 200), rng.uniform(-1, 1)
+        rows.append({"x1": round(x1, 3), "x2": round(x2, 3), "y": round(0.5 * x1 - 3 * x2 + rng.gauss(0, 1), 3)})
+    return rows
+
+
+def tabular_config(train_file: Path, output_dir: Path, validation: Path | None = None, **sections) -> dict:
+    cfg = {
+        "task": "tabular",
+        "model": {"name": "mlp", **sections.get("model", {})},
+        "data": {"train": str(train_file), "feature_columns": ["x1", "x2"], "label_column": "y",
+                 **sections.get("data", {})},
+        "train": {"epochs": 5, "batch_size": 16, "optimizer": "adam", "lr": 0.05, "warmup_ratio": 0.0,
+                  "log_every": 1, "progress": False, "seed": 0, **sections.get("train", {})},
+        "output_dir": str(output_dir),
+    }
+    if validation is not None:
+        cfg["data"]["validation"] = str(validation)
+    return cfg
+
+
+def train_in_memory(cfg: dict) -> tuple[torch.nn.Module, Path]:
+    """Train like `gradtune.train` but keep the trained model object."""
+    job = prepare(as_config(cfg), Path(cfg["output_dir"]))
+    job.run_dir.mkdir(parents=True)
+    fit(job)
+    model = job.model.full_model if isinstance(job.model, HeadOnly) else job.model
+    return model.eval(), job.run_dir
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> Path:

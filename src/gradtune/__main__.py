@@ -1,3 +1,3 @@
-from gradtune.cli import main
+from gradtune.commands import main
 
 main()

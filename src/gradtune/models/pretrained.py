@@ -137,3 +137,10 @@ def load_model(
         )
     finally:
         hf_logging.set_verbosity(quiet)
+
+
+def build(cfg: Any, tokenizer: Any, task: Any, meta: dict[str, Any]) -> Any:
+    """The pretrained model.name with the task's head (a causal LM keeps its own language-model head)."""
+    m = cfg.model
+    return load_model(m.name, task.model_kwargs(meta), m.trust_remote_code, dropout_overrides(m.name, m),
+                      auto=task.auto_model)

@@ -1,17 +1,14 @@
-"""Transformers trained from scratch, written out in torch.nn: `model.name: transformer`, a small
-encoder for the text tasks (classification, regression, multilabel), and `model.name: gpt`, a small
-decoder for `task: causal_lm` that writes text with `.generate()`.
-
-Both are stacks of the same pre-LN block,
+"""`model.name: transformer`, a small transformer encoder trained from scratch for the text tasks
+(classification, regression, multilabel), written out in torch.nn. The decoder (`gpt`, gpt.py)
+is built from the same blocks. Each is a stack of the same pre-LN block,
 
     x = x + Attention(LayerNorm(x))      tokens look at each other (gpt: only at earlier ones)
     x = x + MLP(LayerNorm(x))            each token on its own: Linear -> GELU -> Linear
 
 over token + learned position embeddings. The encoder pools the final vectors (the first token,
-[CLS], or the mean / max over the real tokens) into a Linear head; the decoder maps every position
-to next-token logits through the token embedding matrix itself (weight tying). Each is a Hugging
-Face PreTrainedModel registered with the Auto classes, so save_pretrained / from_pretrained, peft
-and export treat them like any pretrained model.
+[CLS], or the mean / max over the real tokens) into a Linear head. A Hugging Face PreTrainedModel
+registered with the Auto classes, so save_pretrained / from_pretrained, peft and export treat it
+like any pretrained model.
 """
 
 from __future__ import annotations
@@ -21,21 +18,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    GenerationMixin,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-)
-from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
 
-from gradtune.models.scratch import hf_loss
-
-ENCODER, DECODER = "transformer", "gpt"  # the model.names
-BOS, PAD = "<|endoftext|>", "<|pad|>"  # a trained byte-level BPE tokenizer's special tokens, ids 0-1
+from gradtune.models.hf_loss import hf_loss
 
 
 class TransformerConfig(PretrainedConfig):
@@ -53,14 +39,6 @@ class TransformerConfig(PretrainedConfig):
         self.dropout, self.attention_dropout, self.classifier_dropout = dropout, attention_dropout, classifier_dropout
         self.pooling, self.causal = pooling, causal
         kwargs.setdefault("tie_word_embeddings", causal)
-        super().__init__(**kwargs)
-
-
-class GPTConfig(TransformerConfig):
-    model_type = "gradtune-gpt"
-
-    def __init__(self, **kwargs: Any):
-        kwargs["causal"] = True
         super().__init__(**kwargs)
 
 
@@ -172,49 +150,11 @@ class TransformerForSequenceClassification(TransformerPreTrainedModel):
         return SequenceClassifierOutput(loss=hf_loss(logits, labels, self.config.problem_type), logits=logits)
 
 
-class GPTForCausalLM(TransformerPreTrainedModel, GenerationMixin):
-    """input_ids [b, t] -> embeddings -> num_layers causal blocks -> logits [b, t, vocab] for the
-    token after each position, through the (tied) token embedding matrix."""
-
-    config_class = GPTConfig
-    _tied_weights_keys = {"lm_head.weight": "tokens.weight"}
-
-    def __init__(self, config: GPTConfig):
-        super().__init__(config)
-        self._build_stack(config)
-        self.lm_head = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
-        self.post_init()
-        # no key/value cache: generate() re-reads the whole text at each step (tiny models, short texts)
-        self.generation_config.use_cache = False
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None, **kwargs: Any,
-    ) -> CausalLMOutput:
-        x, _ = self._encode(input_ids, attention_mask)
-        logits = self.lm_head(x)
-        loss = None
-        if labels is not None:  # the HF convention (labels = input_ids, -100 ignored); gradtune's loop has its own
-            loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutput(loss=loss, logits=logits)
-
-
 AutoConfig.register(TransformerConfig.model_type, TransformerConfig, exist_ok=True)
-AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(TransformerConfig, TransformerForSequenceClassification, exist_ok=True)
-AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
 
 
-def _sizes(model_cfg: Any, tokenizer: Any, max_length: int) -> dict[str, Any]:
+def sizes(model_cfg: Any, tokenizer: Any, max_length: int) -> dict[str, Any]:
     return dict(
         vocab_size=len(tokenizer), embedding_size=model_cfg.embedding_size, hidden_size=model_cfg.hidden_size,
         num_layers=model_cfg.num_layers, num_heads=model_cfg.num_heads,
@@ -223,34 +163,10 @@ def _sizes(model_cfg: Any, tokenizer: Any, max_length: int) -> dict[str, Any]:
     )
 
 
-def build_encoder(model_cfg: Any, tokenizer: Any, max_length: int, head: dict[str, Any]) -> Any:
-    """A freshly initialised encoder (seeded by the caller's set_seed); `head` is the task's model_kwargs."""
-    config = TransformerConfig(**_sizes(model_cfg, tokenizer, max_length), pooling=model_cfg.pooling or "first",
-                               classifier_dropout=model_cfg.classifier_dropout or 0.0, **head)
+def build(cfg: Any, tokenizer: Any, task: Any, meta: dict[str, Any]) -> TransformerForSequenceClassification:
+    """A freshly initialised encoder (seeded by the caller's set_seed) with the task's head, positions
+    for model.max_positions (default data.max_length) tokens."""
+    m = cfg.model
+    config = TransformerConfig(**sizes(m, tokenizer, cfg.data.max_length), pooling=m.pooling or "first",
+                               classifier_dropout=m.classifier_dropout or 0.0, **task.model_kwargs(meta))
     return TransformerForSequenceClassification(config)
-
-
-def build_decoder(model_cfg: Any, tokenizer: Any, max_length: int) -> GPTForCausalLM:
-    """A freshly initialised decoder whose vocabulary is the tokenizer's."""
-    config = GPTConfig(**_sizes(model_cfg, tokenizer, max_length), bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id)
-    return GPTForCausalLM(config)
-
-
-def train_bpe_tokenizer(texts: Any, vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (GPT-2's scheme) trained on `texts`: any text encodes without an
-    unknown token and decodes back exactly. Every text starts with <|endoftext|> (the start the
-    model predicts the first word from); <|pad|> pads. Deterministic for the same texts."""
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
-    from tokenizers.models import BPE
-
-    tok = Tokenizer(BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, PAD], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer, length=len(texts))
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B:1", special_tokens=[(BOS, tok.token_to_id(BOS))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=PAD,
-                                   model_max_length=max_length)

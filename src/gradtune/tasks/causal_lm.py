@@ -15,40 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import datasets
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.text import Perplexity
 from transformers import DataCollatorForSeq2Seq
 
-from gradtune.data import tokenize as tokenize_texts
+from gradtune.data.batching import tokenize_texts
 from gradtune.errors import GradtuneError
+from gradtune.tasks.base import Task
 
 IGNORE = -100  # a label that is not a target (padding), as in PyTorch's cross_entropy
-LABELS = False  # the data has no label column: the text is its own target
-AUTO_MODEL = "AutoModelForCausalLM"  # the head a pretrained model.name is loaded with
-LOSSES = ("cross_entropy",)
-METRICS = ("perplexity", "loss")
-DEFAULT_METRIC = "perplexity"  # train.metric when the config leaves it null
-SHOWN_METRICS = ("perplexity", "loss")  # printed after each evaluation
-
-
-def metric_mode(metric: str) -> str:
-    """Both metrics are better when smaller."""
-    return "min"
-
-
-def label_metadata(train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, Any]:
-    return {}  # nothing to learn from labels: there are none
-
-
-def label_encoder(meta: dict[str, Any]) -> Any:
-    raise GradtuneError("task 'causal_lm' has no labels to encode")
-
-
-def model_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
-    return {}  # the language-model head is the vocabulary itself
 
 
 def ready_tokenizer(tokenizer: Any) -> Any:
@@ -63,38 +40,11 @@ def ready_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def tokenize(
-    ds: datasets.Dataset, tokenizer: Any, text_column: str, pair_column: str | None, max_length: int
-) -> datasets.Dataset:
-    """Token ids per text, eos appended when the text fits in max_length, and labels = the ids."""
-    ready_tokenizer(tokenizer)
-    ds = tokenize_texts(ds, tokenizer, text_column, None, max_length)
-    eos = tokenizer.eos_token_id
-
-    def finish(row: dict[str, Any]) -> dict[str, Any]:
-        ids, mask = list(row["input_ids"]), list(row["attention_mask"])
-        if eos is not None and len(ids) < max_length and (not ids or ids[-1] != eos):
-            ids, mask = ids + [eos], mask + [1]
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids, "length": len(ids)}
-
-    return ds.map(finish, desc="adding labels")
-
-
-def collator(tokenizer: Any) -> DataCollatorForSeq2Seq:
-    """Pads input_ids with the pad id and labels with -100 to each batch's longest text."""
-    return DataCollatorForSeq2Seq(ready_tokenizer(tokenizer), padding=True, label_pad_token_id=IGNORE)
-
-
 def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits at positions 0..t-2 and the tokens they predict (1..t-1). The loop trims a micro-
     batch's inputs to its longest text but not its labels; the columns cut off are all padding."""
     labels = labels[:, : logits.shape[1]]
     return logits[:, :-1], labels[:, 1:]
-
-
-def loss_units(labels: torch.Tensor) -> int:
-    """What the summed loss is divided by: the number of target tokens (not the number of texts)."""
-    return int((labels[:, 1:] != IGNORE).sum())
 
 
 def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -104,32 +54,62 @@ def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            reduction="sum")
 
 
-def make_loss(train_cfg: Any, train_labels: Any, num_labels: int) -> Any:
-    return loss_sum
+class CausalLM(Task):
+    name = "causal_lm"
+    losses = ("cross_entropy",)
+    metrics = ("perplexity", "loss")
+    default_metric = "perplexity"
+    shown_metrics = ("perplexity", "loss")
+    lower_is_better = frozenset({"perplexity", "loss"})
+    labelled = False  # the text is its own target
+    writes_text = True
+    auto_model = "AutoModelForCausalLM"
+    text_keys = ("data.text_column",)
 
+    def check_config(self, cfg: Any) -> None:
+        defaults = type(cfg.data).model_fields
+        given = [f"data.{k}" for k in ("label_column", "text_pair_column")
+                 if getattr(cfg.data, k) != defaults[k].default]
+        if given or cfg.model.classifier_dropout is not None:
+            raise ValueError(f"{', '.join(given or ['model.classifier_dropout'])}: task 'causal_lm' learns "
+                             "from data.text_column alone; it has no labels (or text pairs) and no classifier")
 
-def eval_loss_sum(logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> torch.Tensor:
-    return loss_sum(logits, labels)
+    def input_settings(self, cfg: Any) -> dict[str, Any]:
+        return {**super().input_settings(cfg), "text_pair_column": None}
 
+    def fit(self, train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, Any]:
+        return {}  # nothing to learn from labels: there are none
 
-def make_metrics(meta: dict[str, Any]) -> MetricCollection:
-    """Perplexity streamed as a sum of log-probabilities and a token count: exp(loss per token)."""
-    return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE)})
+    def encode_batch(self, batch: dict[str, list], tokenizer: Any, meta: dict[str, Any]) -> dict[str, list]:
+        """Token ids per text, eos appended when the text fits in max_length, and labels = the ids."""
+        ready_tokenizer(tokenizer)
+        max_length, eos = meta["max_length"], tokenizer.eos_token_id
+        enc = tokenize_texts(batch, tokenizer, meta["text_column"], None, max_length)
+        features: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "length": []}
+        for ids, mask in zip(enc["input_ids"], enc["attention_mask"]):
+            ids, mask = list(ids), list(mask)
+            if eos is not None and len(ids) < max_length and (not ids or ids[-1] != eos):
+                ids, mask = ids + [eos], mask + [1]
+            for key, value in (("input_ids", ids), ("attention_mask", mask), ("labels", ids), ("length", len(ids))):
+                features[key].append(value)
+        if "_row" in batch:
+            features["_row"] = batch["_row"]
+        return features
 
+    def collator(self, tokenizer: Any) -> DataCollatorForSeq2Seq:
+        """Pads input_ids with the pad id and labels with -100 to each batch's longest text."""
+        return DataCollatorForSeq2Seq(ready_tokenizer(tokenizer), padding=True, label_pad_token_id=IGNORE)
 
-def update_metrics(metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
-    logits, targets = _shifted(logits, labels)
-    metrics.update(logits, targets)
+    def loss_units(self, labels: torch.Tensor) -> int:
+        """The number of target tokens (not the number of texts)."""
+        return int((labels[:, 1:] != IGNORE).sum())
 
+    def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+        return loss_sum(logits, labels)
 
-def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {name: round(float(value), 6) for name, value in values.items()}
+    def make_metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        """Perplexity streamed as a sum of log-probabilities and a token count: exp(loss per token)."""
+        return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE)})
 
-
-def decode(logits: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    raise GradtuneError("a causal language model writes text: use `gradtune generate RUN --prompt ...` "
-                        "(Python: gradtune.load(run).generate(prompt)), not predict")
-
-
-def csv_row(result: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, str]:
-    return {"text": result["text"]}
+    def update_metrics(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
+        metrics.update(*_shifted(logits, labels))

@@ -17,30 +17,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.regression import (
-    MeanAbsoluteError,
-    MeanSquaredError,
-    PearsonCorrCoef,
-    R2Score,
-    SpearmanCorrCoef,
-)
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, PearsonCorrCoef, R2Score, SpearmanCorrCoef
 
-from gradtune.data import encode_column
+from gradtune.data.rows import encode_column
 from gradtune.errors import GradtuneError
-
-LOSSES = ("mse", "huber", "l1")
-METRICS = ("mse", "mae", "rmse", "r2", "pearson", "spearman", "loss")
-# r2 rather than pearson: it counts an offset or a wrong scale of the predictions as error
-# (pearson doesn't), and unlike mse it reads the same whatever the units of the target
-DEFAULT_METRIC = "r2"
-SHOWN_METRICS = ("rmse", "r2", "loss")  # printed after each evaluation
+from gradtune.tasks.base import Task
 
 LOSS_FUNCTIONS = {"mse": F.mse_loss, "huber": functools.partial(F.huber_loss, delta=1.0), "l1": F.l1_loss}
-
-
-def metric_mode(metric: str) -> str:
-    """Whether a larger value of `metric` is better ("max") or a smaller one ("min")."""
-    return "min" if metric in ("mse", "mae", "rmse", "loss") else "max"
 
 
 def parse_number(value: Any, what: str, missing: str, bad_hint: str = "") -> float:
@@ -63,36 +46,9 @@ def parse_target(value: Any) -> float:
     return parse_number(value, "target", "regression needs a number in every row")
 
 
-def _scale(meta: dict[str, Any]) -> tuple[float, float]:
+def scale(meta: dict[str, Any]) -> tuple[float, float]:
     """(mean, std) of the standardization, or (0, 1) for a run that trains on the raw target."""
     return meta.get("target_mean") or 0.0, meta.get("target_std") or 1.0
-
-
-def label_metadata(train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, Any]:
-    """What the run keeps of the training targets: the loss (evaluation reports it too) and, with
-    data.standardize_target, their mean and std. `train_ds` holds only the rows that train (a
-    data.validation_split part is `held_out`, and left out of the statistics)."""
-    d = cfg.data
-    meta: dict[str, Any] = {"loss": cfg.train.loss, "target_mean": None, "target_std": None}
-    if d.standardize_target:
-        targets = list(encode_column(train_ds, d.train, d.label_column, parse_target)["labels"])
-        std = statistics.pstdev(targets)
-        if std == 0:
-            raise GradtuneError(f"{d.train}: every training target in column {d.label_column!r} is {targets[0]}; "
-                                "data.standardize_target needs targets that differ")
-        meta["target_mean"], meta["target_std"] = statistics.fmean(targets), std
-    return meta
-
-
-def label_encoder(meta: dict[str, Any]) -> Any:
-    """raw target -> the number the model learns (standardized if the run says so)."""
-    mean, std = _scale(meta)
-    return lambda value: (parse_target(value) - mean) / std
-
-
-def model_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
-    """The head for AutoModelForSequenceClassification: one output, no softmax."""
-    return {"num_labels": 1, "problem_type": "regression"}
 
 
 def _pair(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,56 +60,68 @@ def _pair(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def loss_sum(logits: torch.Tensor, labels: torch.Tensor, loss: str = "mse") -> torch.Tensor:
-    """Summed (not averaged) loss in the model's units: the loop divides by the examples of the
-    whole optimizer step, as for classification. huber uses delta 1 (one std when standardized)."""
+    """Summed (not averaged) loss in the model's units. huber uses delta 1 (one std when standardized)."""
     preds, target = _pair(logits, labels)
     return LOSS_FUNCTIONS[loss](preds, target, reduction="sum")
 
 
-def make_loss(train_cfg: Any, train_labels: list[float], num_labels: int) -> Any:
-    """The training loss as configured (train.loss)."""
-    return functools.partial(loss_sum, loss=train_cfg.loss)
+class Regression(Task):
+    name = "regression"
+    losses = ("mse", "huber", "l1")
+    metrics = ("mse", "mae", "rmse", "r2", "pearson", "spearman", "loss")
+    # r2 rather than pearson: it counts an offset or a wrong scale of the predictions as error
+    # (pearson doesn't), and unlike mse it reads the same whatever the units of the target
+    default_metric = "r2"
+    shown_metrics = ("rmse", "r2", "loss")
+    lower_is_better = frozenset({"mse", "mae", "rmse", "loss"})
+    owns = ("data.standardize_target",)
 
+    def fit(self, train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, Any]:
+        """The loss (evaluation reports it too) and, with data.standardize_target, the mean and std
+        of the training targets (`train_ds` only: a data.validation_split part is left out)."""
+        d = cfg.data
+        meta: dict[str, Any] = {"loss": cfg.train.loss, "target_mean": None, "target_std": None}
+        if d.standardize_target:
+            targets = list(encode_column(train_ds, d.train, d.label_column, parse_target)["labels"])
+            std = statistics.pstdev(targets)
+            if std == 0:
+                raise GradtuneError(f"{d.train}: every training target in column {d.label_column!r} is "
+                                    f"{targets[0]}; data.standardize_target needs targets that differ")
+            meta["target_mean"], meta["target_std"] = statistics.fmean(targets), std
+        return meta
 
-def eval_loss_sum(logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> torch.Tensor:
-    # the training loss, in the same (possibly standardized) units, so it compares with the
-    # training curve; the other metrics are in the data's units
-    return loss_sum(logits, labels, meta.get("loss", "mse"))
+    def label_encoder(self, meta: dict[str, Any]) -> Any:
+        """raw target -> the number the model learns (standardized if the run says so)."""
+        mean, std = scale(meta)
+        return lambda value: (parse_target(value) - mean) / std
 
+    def model_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The head for AutoModelForSequenceClassification: one output, no softmax."""
+        return {"num_labels": 1, "problem_type": "regression"}
 
-def make_metrics(meta: dict[str, Any]) -> MetricCollection:
-    """Streamed metrics: running sums, except SpearmanCorrCoef, which keeps every prediction to
-    rank them (two floats per example: fine for evaluation sets, which is all it sees)."""
-    with warnings.catch_warnings():  # its "will save all targets and predictions" warning: known, accepted
-        warnings.simplefilter("ignore", UserWarning)
-        spearman = SpearmanCorrCoef()
-    return MetricCollection(
-        {
-            "mse": MeanSquaredError(),
-            "mae": MeanAbsoluteError(),
-            "rmse": MeanSquaredError(squared=False),
-            "r2": R2Score(),
-            "pearson": PearsonCorrCoef(),
-            "spearman": spearman,
-        }
-    )
+    def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
+        # the training loss, in the same (possibly standardized) units, so that it compares with the
+        # training curve; the other metrics are in the data's units
+        return loss_sum(logits, labels, meta.get("loss", "mse"))
 
+    def make_metrics(self, meta: dict[str, Any]) -> MetricCollection:
+        """Running sums, except SpearmanCorrCoef, which keeps every prediction to rank them (two
+        floats per example: fine for evaluation sets, which is all it sees)."""
+        with warnings.catch_warnings():  # its "will save all targets and predictions" warning: known, accepted
+            warnings.simplefilter("ignore", UserWarning)
+            spearman = SpearmanCorrCoef()
+        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
+                                 "rmse": MeanSquaredError(squared=False), "r2": R2Score(),
+                                 "pearson": PearsonCorrCoef(), "spearman": spearman})
 
-def update_metrics(metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
-    mean, std = _scale(meta)
-    preds, target = _pair(logits, labels)
-    metrics.update((preds * std + mean).float(), (target * std + mean).float())  # back to the data's units
+    def update_metrics(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
+        mean, std = scale(meta)
+        preds, target = _pair(logits, labels)
+        metrics.update((preds * std + mean).float(), (target * std + mean).float())  # back to the data's units
 
+    def decode(self, logits: torch.Tensor, features: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        mean, std = scale(meta)
+        return [{"value": v * std + mean} for v in logits[:, 0].float().tolist()]
 
-def finish_metrics(values: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {name: round(float(value), 6) for name, value in values.items()}
-
-
-def decode(logits: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    mean, std = _scale(meta)
-    return [{"value": v * std + mean} for v in logits[:, 0].float().tolist()]
-
-
-def csv_row(result: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, str]:
-    """The columns of one prediction in a CSV file."""
-    return {"value": f"{result['value']:.6f}"}
+    def csv_columns(self, result: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
+        return {"value": f"{result['value']:.6f}"}

@@ -1,0 +1,37 @@
+"""The `gradtune` command's shared parts: the typer app, turning a GradtuneError into one readable
+line (and Ctrl-C into exit code 130), and the consoles. Each command is a module of this folder."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Fine-tune pretrained language models, or train small ones from scratch, from one config file.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def friendly_errors(command: Callable) -> Callable:
+    """Bad input ends with one readable message and exit code 2, Ctrl-C with 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gradtune.errors import GradtuneError
+
+        try:
+            return command(*args, **kwargs)
+        except GradtuneError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper

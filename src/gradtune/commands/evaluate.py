@@ -1,0 +1,29 @@
+"""`gradtune eval RUN --data FILE [--output METRICS.json]`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from gradtune.commands.app import app, friendly_errors, out
+from gradtune.commands.tables import metrics_table
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    run: Path = typer.Argument(..., help="run directory (the output_dir of a training run)"),
+    data: Path = typer.Option(..., "--data", help="labelled file with the training columns"),
+    output: Path | None = typer.Option(None, "--output", help="write the metrics as JSON"),
+) -> None:
+    """Evaluate a trained run on a labelled file."""
+    from gradtune.api import evaluate
+
+    metrics = evaluate(run, data)
+    out.print(metrics_table(f"{data}", metrics))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=1))
+        out.print(f"Wrote {output}")

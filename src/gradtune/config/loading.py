@@ -1,0 +1,127 @@
+"""Loading a config: one YAML file plus `key=value` dotted overrides, validated against the schema.
+Every error names the key's full path, with a "did you mean" suggestion, so that a typo never
+silently falls back to a default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gradtune.config.checks import did_you_mean
+from gradtune.config.schema import Config
+from gradtune.errors import GradtuneError
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the key at `loc` (for suggestions)."""
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        section = annotation
+    return section
+
+
+def _choices(loc: tuple[Any, ...]) -> list[str]:
+    """The names a Literal key at `loc` accepts (for a "did you mean")."""
+    section = _section_at(loc)
+    field = section.model_fields.get(str(loc[-1])) if section else None
+    found: list[str] = []
+    todo = [field.annotation] if field else []
+    while todo:
+        annotation = todo.pop()
+        if get_origin(annotation) is Literal:
+            found += [str(a) for a in get_args(annotation)]
+        else:
+            todo += list(get_args(annotation))
+    return found
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int) or e["type"] != "literal_error")
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            section = _section_at(loc)
+            hint = did_you_mean(loc[-1], list(section.model_fields)) if section else ""
+            lines.append(f"  {key}: unknown key{hint}")
+        elif not loc or _section_at((*loc, "key")) is not None:  # loc names a section
+            # a check across keys (of the config or a section): its message names them, and the
+            # input is the whole mapping
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "literal_error":  # one of a fixed set of names: suggest the closest
+                msg += did_you_mean(e.get("input"), _choices(loc))
+            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["train.lr=3e-5", "data.train=x.csv"]` -> nested dict; values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise GradtuneError(f"override {pair!r} is not key=value (example: train.lr=3e-5)")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GradtuneError(f"override {pair!r} conflicts with another override")
+        node[leaf] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    data = _deep_merge(raw, parse_overrides(overrides or []))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise GradtuneError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply dotted overrides, validate. Relative data paths stay relative
+    to the current directory (as the user typed them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GradtuneError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise GradtuneError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise GradtuneError(f"{path}: the top level must be a mapping of sections (task, model, ...)")
+    return build_config(raw, overrides, source=str(path))
+
+
+def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> Config:
+    """Accept what users pass to the Python API: a Config, a dict, or a path to YAML."""
+    if isinstance(config, Config):
+        if not overrides:
+            return config
+        raw = config.model_dump(mode="json")
+        raw["train"].update(dict.fromkeys(config._filled))  # back to null: the task's defaults again
+        return build_config(raw, overrides)
+    if isinstance(config, dict):
+        return build_config(config, overrides)
+    return load_config(config, overrides)

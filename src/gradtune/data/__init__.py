@@ -1,0 +1,1 @@
+"""Data: read files and check their rows (files.py, rows.py), and batch examples (batching.py)."""

@@ -1,0 +1,134 @@
+"""Data files: read CSV / TSV / JSONL / JSON / Parquet through `datasets`, with errors that name the
+file (missing, empty, not UTF-8, unreadable) and the column; and where a row sits in its file, so
+that every later error can name the line a user would look at."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+
+from gradtune.errors import GradtuneError
+
+datasets.disable_progress_bars()  # reading and tokenizing take seconds; the training bar is what matters
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+TEXT_FORMATS = {"csv", "tsv", "jsonl", "json"}
+
+
+def file_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise GradtuneError(
+            f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}"
+        )
+    return FORMATS[suffix]
+
+
+def _check_text_file(path: Path) -> None:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise GradtuneError(f"{path}: the file is empty")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise GradtuneError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x}); "
+            "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def read_table(path: str | Path) -> datasets.Dataset:
+    """Read one file into a `datasets.Dataset`, with a clear error for a missing, empty or
+    undecodable file."""
+    path = Path(path)
+    fmt = file_format(path)
+    if not path.is_file():
+        raise GradtuneError(f"data file not found: {path}")
+    if fmt in TEXT_FORMATS:
+        _check_text_file(path)
+    # pandas reads the texts "NA", "None", "null", ... as missing; only an empty cell should be
+    csv_kwargs = {"keep_default_na": False, "na_values": [""]}
+    builder, kwargs = {
+        "csv": ("csv", csv_kwargs),
+        "tsv": ("csv", {**csv_kwargs, "delimiter": "\t"}),
+        "jsonl": ("json", {}),
+        "json": ("json", {}),
+        "parquet": ("parquet", {}),
+    }[fmt]
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # the readers raise many types; the user needs the file and reason
+        if _has_no_rows(path, fmt):
+            raise GradtuneError(f"{path}: the file has no data rows") from None
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise GradtuneError(f"{path}: could not be read as {fmt}: {reason}") from None
+    if len(ds) == 0:
+        raise GradtuneError(f"{path}: the file has no data rows")
+    return ds
+
+
+def _csv_row_starts(path: Path, fmt: str) -> Iterator[int]:
+    """The 1-based line on which each data row of a CSV/TSV starts (a quoted field may span
+    lines, so this is not the row index + 2)."""
+    text = path.read_text(encoding="utf-8")
+    reader = csv.reader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
+    next(reader, None)  # header
+    start = reader.line_num + 1
+    for fields in reader:
+        if fields:  # blank lines are not rows
+            yield start
+        start = reader.line_num + 1
+
+
+def _has_no_rows(path: Path, fmt: str) -> bool:
+    """Whether a file the reader refused is just empty of rows (a header-only CSV, `[]`, a
+    0-row Parquet): `datasets` then fails with "Instruction 'train' corresponds to no data",
+    which tells the user nothing. Only called after a failure, so the success path reads once."""
+    try:
+        if fmt in ("csv", "tsv"):
+            return next(_csv_row_starts(path, fmt), None) is None
+        if fmt == "json":
+            return json.loads(path.read_text(encoding="utf-8")) in ([], {})
+        if fmt == "parquet":
+            return pq.read_metadata(path).num_rows == 0
+    except (OSError, ValueError, csv.Error):  # unreadable otherwise: the reader's message stands
+        return False
+    return False
+
+
+def row_location(path: str | Path, index: int) -> str:
+    """Where the `index`-th data row (0-based) sits in its file, as a user would look for it:
+    a 1-based line number for text files, a record or row number otherwise."""
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt in ("csv", "tsv"):
+        for row, start in enumerate(_csv_row_starts(path, fmt)):
+            if row == index:
+                return f"line {start}"
+    elif fmt == "jsonl":
+        row = -1
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                row += 1
+                if row == index:
+                    return f"line {number}"
+    elif fmt == "json":
+        return f"record {index + 1}"
+    return f"row {index + 1}"
+
+
+def require_columns(ds: datasets.Dataset, path: str | Path, columns: dict[str, str | None]) -> None:
+    """`columns` maps config keys (data.text_column) to the column names they ask for."""
+    for key, column in columns.items():
+        if column is not None and column not in ds.column_names:
+            raise GradtuneError(
+                f"{path}: no column {column!r} (set by {key}); the file has columns: "
+                f"{', '.join(ds.column_names)}"
+            )

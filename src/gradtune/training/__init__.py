@@ -1,0 +1,1 @@
+"""Training: prepare a job from a config, run THE loop (loop.py), and what it relies on."""

@@ -1,0 +1,174 @@
+"""The bookkeeping around the training loop: where training stands (Progress, saved in every
+checkpoint), metrics.jsonl, evaluation with best-model keeping and early stopping, checkpoints,
+gradient health, and the error for a non-finite step. Under several processes only the main one
+writes; all of them wait for it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from accelerate import Accelerator
+
+from gradtune.data.files import row_location
+from gradtune.errors import GradtuneError
+from gradtune.rundir import RunDir, write_model_dir
+from gradtune.tracking.console import console
+from gradtune.tracking.gradient_health import GradientHealth
+from gradtune.tracking.metrics_log import MetricsLog
+from gradtune.training.checkpoint import load_checkpoint, save_checkpoint
+from gradtune.training.prepare import Job
+from gradtune.training.step import StepResult
+from gradtune.training.strategies.adapters import save_model
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a resume continues exactly here."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    skipped_steps: int = 0
+    finished: bool = False
+    last_eval: dict[str, Any] = field(default_factory=dict)
+
+
+def due(every: int | str, step: int, end_of_epoch: bool) -> bool:
+    """Whether an every-N-steps (or every-'epoch') action falls on this step."""
+    return end_of_epoch if every == "epoch" else step % int(every) == 0
+
+
+def improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    return best is None or (value > best + min_delta if mode == "max" else value < best - min_delta)
+
+
+class Bookkeeper:
+    def __init__(self, job: Job, accelerator: Accelerator, model: Any, optimizer: Any, scheduler: Any,
+                 steps_per_epoch: int, mode: str):
+        self.job, self.cfg, self.accelerator = job, job.cfg.train, accelerator
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.run, self.steps_per_epoch = RunDir(job.run_dir), steps_per_epoch
+        self.say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+        self.mode = mode  # "max" or "min": which way train.metric improves
+        self.health = GradientHealth(accelerator.unwrap_model(model), self.say)
+        self.progress = Progress()
+        if job.resume_from is not None:
+            saved = load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+            self.progress = Progress(**saved)
+            self.say(f"Resuming from {job.resume_from} (step {self.progress.step}, epoch {self.progress.epoch})")
+        self.log = MetricsLog(self.run.metrics, self.progress.step if job.resume_from else None,
+                              enabled=accelerator.is_main_process)
+        if job.resume_from is None:  # what trains: the strategy's share
+            self.log.write({"kind": "setup", "step": 0, "strategy": job.cfg.strategy.method,
+                            **job.metadata["parameters"]})
+        self._window()
+        self.probe: tuple[dict[str, float], Any] | None = None
+        self.logged_loss: float | None = None  # the last training record's loss, for the progress bar
+
+    def _window(self) -> None:
+        self.window = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
+
+    # --- around one step
+    def before_update(self) -> None:
+        """On a logged step, the per-layer gradient norms and the weights before the update."""
+        logging = (self.progress.step + 1) % self.cfg.log_every == 0
+        self.probe = (self.health.grad_norms(), self.health.snapshot()) if logging else None
+
+    def skipped(self, step: StepResult) -> None:
+        self.progress.skipped_steps += 1
+        self.log.write({"kind": "skip", "step": self.progress.step + 1, "loss": step.loss, "grad_norm": step.grad_norm})
+
+    def after_update(self, step: StepResult, loader_batches: int, batches: int, seconds: float, done: bool) -> bool:
+        """Count the step, log it (every train.log_every steps and the last), check gradient health.
+        Returns whether this step ended an epoch."""
+        p, n = self.progress, self.accelerator.num_processes
+        p.step += 1
+        p.batch_in_epoch += batches
+        p.samples += step.examples * n
+        p.train_seconds += seconds
+        if step.finite:
+            self.window["loss"] += step.loss
+            self.window["steps"] += 1
+        self.window["samples"] += step.examples * n
+        layer_norms = self.probe[0] if self.probe else None
+        self.health.check(p.step, step.grad_norm, layer_norms)
+        end_of_epoch = p.batch_in_epoch == loader_batches
+        if end_of_epoch:
+            p.epoch += 1
+            p.batch_in_epoch = 0
+        if self.probe is not None or done:
+            elapsed = time.perf_counter() - self.window["start"]
+            record = {"kind": "train", "step": p.step, "epoch": round(p.step / self.steps_per_epoch, 4),
+                      "elapsed": round(p.train_seconds, 3), "loss": self.window["loss"] / max(self.window["steps"], 1),
+                      "lr": self.scheduler.get_last_lr()[0], "grad_norm": step.grad_norm,
+                      "samples_per_s": self.window["samples"] / max(elapsed, 1e-9)}
+            if self.probe is not None:
+                record["layer_grad_norm"] = layer_norms
+                record["update_ratio"] = self.health.update_ratios(self.probe[1])
+            self.log.write(record)
+            self.logged_loss = record["loss"]
+            self._window()
+        return end_of_epoch
+
+    def non_finite(self, step: StepResult, group: list[dict]) -> GradtuneError:
+        """The error that stops training at a NaN/inf loss or gradient, naming the batch's rows."""
+        what = "loss" if not math.isfinite(step.loss) else "gradient"
+        rows = sorted(int(r) for batch in group for r in batch["_row"])
+        train = self.job.cfg.data.train
+        where = ", ".join(row_location(train, r) for r in rows[:8]) + (" ..." if len(rows) > 8 else "")
+        last = self.run.list_checkpoints()
+        return GradtuneError(
+            f"non-finite {what} at step {self.progress.step + 1} (lr {self.scheduler.get_last_lr()[0]:.3g}); the "
+            f"batch holds {train} {where}. Training stopped; the last good checkpoint is "
+            f"{last[-1] if last else 'none (no checkpoint was saved yet)'}. Lower train.lr, set "
+            "train.max_grad_norm, check those rows, or set train.on_nonfinite=skip."
+        )
+
+    # --- evaluation, the best model, checkpoints
+    def evaluate(self, val_loader: Any) -> bool:
+        """Evaluate, keep the best model, and say whether early stopping should end training."""
+        p, cfg = self.progress, self.cfg
+        result = self.job.task.evaluate(self.model, val_loader, self.accelerator, self.job.metadata)
+        p.last_eval = result
+        value = result[cfg.metric]
+        if hasattr(self.scheduler, "observe"):  # the plateau schedule reacts to the validation metric
+            self.scheduler.observe(value)
+        best = improved(value, p.best_metric, self.mode, cfg.early_stopping_min_delta)
+        self.log.write({"kind": "eval", "step": p.step, "epoch": round(p.step / self.steps_per_epoch, 4),
+                        "elapsed": round(p.train_seconds, 3),
+                        **{k: v for k, v in result.items() if k != "confusion_matrix"}})
+        shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *self.job.task.shown_metrics])
+                          if k in result)  # tabular shows regression's or classification's
+        self.say(f"step {p.step}: {shown}" + ("  [green](best)" if best else ""))
+        if best:
+            p.best_metric, p.best_step = value, p.step
+            p.evals_without_improvement = 0
+            self.save_model()
+            return False
+        p.evals_without_improvement += 1
+        stop = cfg.early_stopping_patience is not None and p.evals_without_improvement >= cfg.early_stopping_patience
+        if stop:
+            self.say(f"Early stopping: no improvement in {cfg.metric} for {cfg.early_stopping_patience} evaluations")
+        return stop
+
+    def save_model(self) -> None:
+        """model/: the weights now, with the tokenizer and gradtune.json (this step and its metrics)."""
+        if self.accelerator.is_main_process:
+            model, meta = self.accelerator.unwrap_model(self.model), {**self.job.metadata, "step": self.progress.step,
+                                                                     "metrics": self.progress.last_eval}
+            write_model_dir(self.run.model, lambda folder: save_model(model, folder, meta), self.job.tokenizer, meta)
+        self.accelerator.wait_for_everyone()
+
+    def checkpoint(self) -> None:
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.run, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
+                            asdict(self.progress), self.cfg.keep_checkpoints)
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,54 @@
+"""Checkpoints that survive a crash, and an exact resume.
+
+A checkpoint is a folder `checkpoints/step-000120/` holding the weights (safetensors), the
+optimizer / scheduler / RNG state (`torch.save`, read back with `weights_only=True`, so loading
+never unpickles arbitrary objects) and `progress.json`. It is written under a temporary name and
+renamed when complete, so a crash mid-save never leaves a broken checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from gradtune.rundir import RunDir, atomic_dir
+
+
+def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, scheduler: Any, progress: dict,
+                    keep: int) -> Path:
+    """Write the checkpoint of `progress['step']`, then drop all but the newest `keep`."""
+
+    def write(tmp: Path) -> None:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            tmp / "trainer_state.pt",
+        )
+        (tmp / "progress.json").write_text(json.dumps(progress, indent=1))
+
+    folder = atomic_dir(run.checkpoint(progress["step"]), write)
+    for stale in run.list_checkpoints()[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict:
+    """Restore weights, optimizer, scheduler and RNG in place; return the progress record."""
+    load_model(model, str(folder / "model.safetensors"))
+    state = torch.load(folder / "trainer_state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return json.loads((folder / "progress.json").read_text())
