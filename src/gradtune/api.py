@@ -12,7 +12,7 @@ from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
 from gradtune.inference.predictor import Predictor
 from gradtune.rundir import RunDir, start_training
-from gradtune.tracking.console import console
+from gradtune.tracking.console import console, log
 
 
 @dataclass
@@ -44,7 +44,7 @@ def train(
     run = RunDir(Path(cfg.output_dir))
     resume_from, changed = start_training(run, cfg.model_dump(mode="json"), resume, overwrite)
     if changed:
-        console.print(f"[yellow]Resuming with a config that differs from the run's in: {', '.join(changed)}")
+        log.warning(f"Resuming with a config that differs from the run's in: {', '.join(changed)}")
     job = prepare(cfg, run.path)
     job.resume_from = resume_from
     run.path.mkdir(parents=True, exist_ok=True)

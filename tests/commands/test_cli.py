@@ -75,6 +75,16 @@ def test_bad_config_is_one_clear_line_not_a_traceback(make_config, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_messages_print_brackets_as_typed(make_config, tmp_path):
+    # rich would read "[area, rooms]" or a folder named "[v2]" as markup and print nothing of it
+    config = write_config(tmp_path, make_config(output_dir=str(tmp_path / "[v2]")))
+    result = runner.invoke(app, ["train", str(config), "task=tabular"])
+    assert result.exit_code == 2 and "e.g. [area, rooms]" in " ".join(result.output.split())
+    data = write_config(tmp_path, make_config(data__train=str(tmp_path / "[x]" / "train.csv")))
+    result = runner.invoke(app, ["train", str(data)])
+    assert result.exit_code == 2 and "[x]" in result.output
+
+
 def test_bad_data_names_file_and_row(make_config, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\ngood film,positive\n,negative\n")

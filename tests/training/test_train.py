@@ -125,10 +125,15 @@ def test_resume_without_checkpoint_says_so(make_config):
 
 
 def test_fresh_run_without_validation_saves_final_model(make_config):
-    cfg = make_config(train__epochs=1)
+    cfg = make_config()
     del cfg["data"]["validation"]
     run = gradtune.train(cfg)
     assert run.metrics == {} and (run.run_dir / "model" / "model.safetensors").is_file()
+    # model/ holds the final weights (the last checkpoint's), and they learned the task
+    final = final_weights(run.run_dir)
+    saved = load_file(run.run_dir / "model" / "model.safetensors")
+    assert all(torch.equal(final[k], saved[k]) for k in final)
     predictions = gradtune.load(run.run_dir).predict(["the movie was great", "the food was awful"])
-    assert {p["label"] for p in predictions} <= {"negative", "positive"}
+    assert [p["label"] for p in predictions] == ["positive", "negative"]
+    assert all(p["probabilities"][p["label"]] > 0.8 for p in predictions)
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in predictions)

@@ -9,13 +9,15 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,
     help="Fine-tune pretrained language models, or train small ones from scratch, from one config file.",
 )
-out = Console()
-err = Console(stderr=True)
+# markup off: messages hold user text (paths, values like [8, 16]) that must print as typed
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -28,10 +30,10 @@ def friendly_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except GradtuneError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted")
+            err.print("interrupted", style="yellow")
             raise typer.Exit(130) from None
 
     return wrapper

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from gradtune.commands.app import app, friendly_errors, out
 
@@ -31,12 +32,12 @@ def gradcheck(
     table.add_column("worst relative error", justify="right")
     table.add_column("ok")
     for row in report.rows:
-        ok = "[red]FAIL" if not row.ok else "ok (round-off)" if row.roundoff_limited else "[green]ok"
+        ok = Text("FAIL", "red") if not row.ok else "ok (round-off)" if row.roundoff_limited else Text("ok", "green")
         table.add_row(row.tensor, "x".join(map(str, row.shape)) or "scalar", str(row.checked),
                       f"{row.worst_rel_error:.2e}", ok)
     out.print(table)
     for note in report.notes:
-        out.print(f"[yellow]note: {note}")
+        out.print(f"note: {note}", style="yellow")
     failed = [r for r in report.rows if not r.ok]
     if report.passed:
         # the worst of the tensors whose errors were resolved (round-off-limited ones are noted above)
@@ -44,11 +45,11 @@ def gradcheck(
                     default=report.worst)
         out.print(f"PASS: backward agrees with finite differences on all {len(report.rows)} tensors "
                   f"(worst relative error {worst.worst_rel_error:.2e} in {worst.tensor}, tol {tol:g})",
-                  highlight=False, markup=False)
+                  highlight=False)
         return
     for row in failed:
         out.print(f"{row.tensor}{list(row.worst_entry)}: autograd {row.autograd:.6g}, finite difference "
-                  f"{row.numeric:.6g}", highlight=False, markup=False)
+                  f"{row.numeric:.6g}", highlight=False)
     out.print(f"FAIL: {len(failed)} of {len(report.rows)} tensors disagree beyond tol {tol:g}: "
-              f"{', '.join(r.tensor for r in failed)}", highlight=False, markup=False)
+              f"{', '.join(r.tensor for r in failed)}", highlight=False)
     raise typer.Exit(1)

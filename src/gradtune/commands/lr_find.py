@@ -28,5 +28,5 @@ def lr_find_command(
     lr = f"{result.suggestion:.1e}"
     kept = [o for o in overrides or [] if not o.startswith("train.lr=")]
     command = shlex.join(["gradtune", "train", str(config), *kept, f"train.lr={lr}"])
-    out.print(f"Tried {len(result.lrs)} learning rates; wrote {result.csv_path} and {result.png_path}", markup=False)
-    out.print(f"suggested learning rate: {lr}  ->  {command}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"Tried {len(result.lrs)} learning rates; wrote {result.csv_path} and {result.png_path}")
+    out.print(f"suggested learning rate: {lr}  ->  {command}", highlight=False, soft_wrap=True)

@@ -21,7 +21,7 @@ import numpy as np
 
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
-from gradtune.tracking.console import console, progress_bar
+from gradtune.tracking.console import log, progress_bar
 from gradtune.training.optim import build_optimizer, step_plan
 from gradtune.training.prepare import Job, prepare
 from gradtune.training.step import make_accelerator, pieces, train_step
@@ -59,7 +59,7 @@ def find_lr(
     # no real descent (< 5%): no lr of the range trained the model, and the suggestion is noise
     counted = [v for v in smoothed if math.isfinite(v)][len(smoothed) // 10 :]
     if min(counted) > 0.95 * counted[0]:
-        console.print("[yellow]The loss hardly fell during the test, so the suggestion is a guess: "
+        log.warning("The loss hardly fell during the test, so the suggestion is a guess: "
                       "try more --steps or a narrower --start-lr/--end-lr range")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out_dir / "lr_find.csv", out_dir / "lr_find.png"

@@ -44,7 +44,7 @@ FAMILIES: dict[str, Family] = {
                           TEXT_KEYS + ("attention_dropout", "classifier_dropout", "num_heads", "max_positions",
                                        "pooling"), SEQUENCE,
                           "wordpiece", ("first", "mean", "max")),
-    "gpt": Family("gradtune.models.gpt", "a transformer decoder (a language model)",
+    "gpt": Family("gradtune.models.gpt", "a transformer decoder, a language model",
                   TEXT_KEYS + ("attention_dropout", "num_heads", "max_positions"), CAUSAL, "bpe"),
 }
 

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-console = Console(stderr=True)
+# markup off: messages hold user text (paths, values like [8, 16]) that must print as typed
+console = Console(stderr=True, markup=False)
 log = logging.getLogger("gradtune")
 
 

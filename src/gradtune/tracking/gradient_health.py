@@ -23,6 +23,7 @@ class GradientHealth:
     when gradients explode (norm > 25x its running median) or vanish."""
 
     def __init__(self, model: torch.nn.Module, say: Any):
+        """`say(message)` reports a warning (the loop prints it in yellow, on the main process only)."""
         self.groups: dict[str, list[torch.nn.Parameter]] = {}
         for name, param in model.named_parameters():
             if param.requires_grad:
@@ -50,7 +51,7 @@ class GradientHealth:
             median = recent[len(recent) // 2]
             if global_norm > 25 * median:  # fine-tuning norms swing ~10x on their own
                 self.warned.add("explode")
-                self.say(f"[yellow]Warning: at step {step} the gradient norm jumped to {global_norm:.3g}, "
+                self.say(f"Warning: at step {step} the gradient norm jumped to {global_norm:.3g}, "
                          f"{global_norm / max(median, 1e-12):.0f}x its running median ({median:.3g}). Gradients "
                          "are exploding: lower train.lr or set train.max_grad_norm.")
         if layer_norms and "vanish" not in self.warned and len(layer_norms) >= 3:
@@ -58,7 +59,7 @@ class GradientHealth:
             if head > 1e-6 and first < 1e-4 * head:
                 self.warned.add("vanish")
                 early = next(iter(layer_norms))
-                self.say(f"[yellow]Warning: at step {step} the gradients reaching the first layers ({early}: "
+                self.say(f"Warning: at step {step} the gradients reaching the first layers ({early}: "
                          f"{first:.2g}) are vanishing next to the head's ({head:.2g}): the early layers "
                          "barely learn. Try a higher train.lr, a shorter or residual model, or LSTM/GRU over RNN.")
 

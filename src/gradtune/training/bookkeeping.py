@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from accelerate import Accelerator
+from rich.text import Text
 
 from gradtune.data.files import row_location
 from gradtune.errors import GradtuneError
@@ -58,7 +59,7 @@ class Bookkeeper:
         self.run, self.steps_per_epoch = RunDir(job.run_dir), steps_per_epoch
         self.say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
         self.mode = mode  # "max" or "min": which way train.metric improves
-        self.health = GradientHealth(accelerator.unwrap_model(model), self.say)
+        self.health = GradientHealth(accelerator.unwrap_model(model), lambda message: self.say(message, style="yellow"))
         self.progress = Progress()
         if job.resume_from is not None:
             saved = load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
@@ -147,7 +148,7 @@ class Bookkeeper:
                         **{k: v for k, v in result.items() if k != "confusion_matrix"}})
         shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *self.job.task.shown_metrics])
                           if k in result)  # tabular shows regression's or classification's
-        self.say(f"step {p.step}: {shown}" + ("  [green](best)" if best else ""))
+        self.say(Text.assemble(f"step {p.step}: {shown}", ("  (best)" if best else "", "green")))
         if best:
             p.best_metric, p.best_step = value, p.step
             p.evals_without_improvement = 0

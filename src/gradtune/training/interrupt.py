@@ -22,7 +22,7 @@ class StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        console.print("[yellow]Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)")
+        console.print("Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)", style="yellow")
 
     def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():

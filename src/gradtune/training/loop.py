@@ -82,7 +82,7 @@ def fit(job: Job) -> Progress:
         books.say(f"Checkpoint saved at step {progress.step}; continue with --resume")
         raise KeyboardInterrupt
     if progress.skipped_steps:
-        books.say(f"[yellow]{progress.skipped_steps} step(s) skipped for a non-finite loss or gradient")
+        books.say(f"{progress.skipped_steps} step(s) skipped for a non-finite loss or gradient", style="yellow")
     if val_loader is None:
         books.save_model()  # nothing to choose by: the final weights are the model
     return progress

@@ -19,7 +19,7 @@ from gradtune.data.rows import load_split
 from gradtune.errors import GradtuneError
 from gradtune.tasks import get_task
 from gradtune.tasks.base import LossFn, Task
-from gradtune.tracking.console import console
+from gradtune.tracking.console import log
 from gradtune.training.head_cache import cache_head
 from gradtune.training.optim import step_plan
 from gradtune.training.strategies import apply_strategy, parameter_counts
@@ -72,7 +72,7 @@ def read_data(cfg: Any, task: Task) -> Splits:
         validation, val_skipped = load_split(d.validation, columns, task.text_keys, d.on_empty)
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
-            console.print(f"[yellow]Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
+            log.warning(f"Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
     return Splits(train, validation, meta)
 
 
@@ -119,7 +119,7 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
     if cfg.strategy.method == "head" and cfg.strategy.cache_features:
         cached = cache_head(model, head_name(model), train_loader, val_loader, eval_batch)
         if cached is None:
-            console.print(f"[yellow]strategy.cache_features: {type(model).__name__}'s head does not read one vector "
+            log.warning(f"strategy.cache_features: {type(model).__name__}'s head does not read one vector "
                           "per example; running the frozen model at every step instead")
         else:  # the loop trains the head alone on the frozen model's cached outputs
             model, train_loader, val_loader = cached
