@@ -19,13 +19,18 @@ from gradtune.inference.predictor import Predictor
 from gradtune.rundir import RunDir
 from gradtune.tasks import classification
 from gradtune.tracking.metrics_log import read_metrics
-from gradtune.training.strategies import apply_strategy, parameter_counts
+from gradtune.training.strategies import STRATEGIES, apply_strategy, parameter_counts
 
 TEXTS = ["the movie was great", "awful service really", "the hotel is so dull", "this book truly wonderful"]
 METHODS = {  # method -> extra strategy settings
     "full": {}, "head": {}, "top_k": {"layers": 1}, "bitfit": {}, "lora": {"r": 4}, "dora": {"r": 4},
     "ia3": {}, "prompt_tuning": {"num_virtual_tokens": 4},
 }
+
+
+def test_every_strategy_is_in_the_matrix():
+    # prefix_tuning cannot reach a BERT classifier's attention (its own test below): the others all can
+    assert set(METHODS) | {"prefix_tuning"} == set(STRATEGIES), "add the new strategy to METHODS"
 
 
 def trained_names(model: torch.nn.Module) -> set[str]:
