@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
+from gradtune.folders import FolderLock, writable_file
 from gradtune.inference.predictor import Predictor
 from gradtune.rundir import RunDir, start_training
 from gradtune.tracking.console import console, log
@@ -37,14 +40,32 @@ def train(
     overwrite: bool = False,
 ) -> Run:
     """Train from a config (object, dict or YAML path) plus `key=value` overrides."""
+    cfg = as_config(config, overrides)
+    run = RunDir(Path(cfg.output_dir))
+    # one live run per folder (under torchrun the main process owns it); this also checks, before any
+    # work, that output_dir can be written
+    owner = FolderLock(run.path, "output_dir", log.warning) if os.environ.get("RANK", "0") == "0" else nullcontext()
+    with owner:
+        resume_from, changed = start_training(run, cfg.model_dump(mode="json"), resume, overwrite)
+        if changed:
+            log.warning(f"Resuming with a config that differs from the run's in: {', '.join(changed)}")
+        progress = _train(cfg, run, resume_from)
+        test_metrics = {}
+        if cfg.data.test:
+            test_metrics = evaluate(run.path, cfg.data.test, cfg.train.eval_batch_size or 2 * cfg.train.batch_size)
+            run.test_metrics.write_text(json.dumps(test_metrics, indent=1))
+    return Run(
+        run_dir=run.path, metrics=progress.last_eval, test_metrics=test_metrics, best_metric=progress.best_metric,
+        best_step=progress.best_step, steps=progress.step, train_seconds=progress.train_seconds,
+        samples_per_second=progress.samples / max(progress.train_seconds, 1e-9),
+    )
+
+
+def _train(cfg: Config, run: RunDir, resume_from: Path | None) -> Any:
+    """Prepare the job, record the config, say what trains, and run the loop."""
     from gradtune.training.loop import fit
     from gradtune.training.prepare import prepare
 
-    cfg = as_config(config, overrides)
-    run = RunDir(Path(cfg.output_dir))
-    resume_from, changed = start_training(run, cfg.model_dump(mode="json"), resume, overwrite)
-    if changed:
-        log.warning(f"Resuming with a config that differs from the run's in: {', '.join(changed)}")
     job = prepare(cfg, run.path)
     job.resume_from = resume_from
     run.path.mkdir(parents=True, exist_ok=True)
@@ -56,16 +77,7 @@ def train(
                   f"{len(job.train_loader.dataset)} examples, {what} -> {run.path}")
     console.print(f"Strategy {cfg.strategy.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
                   f"train ({counts['percent']:.3g}%)")
-    progress = fit(job)
-    test_metrics = {}
-    if cfg.data.test:
-        test_metrics = evaluate(run.path, cfg.data.test, cfg.train.eval_batch_size or 2 * cfg.train.batch_size)
-        run.test_metrics.write_text(json.dumps(test_metrics, indent=1))
-    return Run(
-        run_dir=run.path, metrics=progress.last_eval, test_metrics=test_metrics, best_metric=progress.best_metric,
-        best_step=progress.best_step, steps=progress.step, train_seconds=progress.train_seconds,
-        samples_per_second=progress.samples / max(progress.train_seconds, 1e-9),
-    )
+    return fit(job)
 
 
 def load(run: str | Path, backend: str = "torch") -> Predictor:
@@ -94,24 +106,29 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     return result
 
 
-def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path, backend: str = "torch") -> int:
+def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path, backend: str = "torch",
+                 on_empty: str = "error") -> int:
     """Predict every row of a file; write CSV (the text, or a tabular model's input columns, then the
     task's columns: label(s) and one probability per label, or value) or JSON lines, chosen by the
-    output's extension. Returns the number of rows."""
+    output's extension. A row with an empty text is an error naming its line, as in training; with
+    on_empty="skip" it is left out of the output (and the count reported). Returns the rows written."""
     from gradtune.data.files import read_table, require_columns
+    from gradtune.data.rows import drop_empty_text
 
-    output_path = Path(output_path)
-    if output_path.suffix.lower() not in (".csv", ".jsonl", ".json"):
-        raise GradtuneError(f"--output {output_path}: use a .csv or .jsonl file")
+    if on_empty not in ("error", "skip"):
+        raise GradtuneError(f"on_empty={on_empty!r}: use 'error' or 'skip'")
+    output_path = writable_file(output_path, "--output", (".csv", ".jsonl", ".json"))
     predictor = Predictor(run, backend=backend)
     task, meta = predictor.task, predictor.metadata
     ds = read_table(input_path)
     require_columns(ds, input_path, task.columns(meta, labelled=False))
     ds = ds.add_column("_row", list(range(len(ds))))
+    ds, skipped = drop_empty_text(ds, input_path, task.text_columns(meta), on_empty)
+    if skipped:
+        log.warning(f"Skipped {skipped} row(s) of {input_path} with empty text (--on-empty skip)")
     rows = task.file_rows(ds, input_path, meta)
     results = predictor.predict_rows(rows)
     shown = task.shown_inputs(rows, meta)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     if output_path.suffix.lower() == ".csv":
         with output_path.open("w", newline="", encoding="utf-8") as f:
             lines = [{**given, **task.csv_columns(r, meta)} for given, r in zip(shown, results)]

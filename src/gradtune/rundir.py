@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gradtune.errors import GradtuneError
+from gradtune.folders import atomic_dir, recover
 
 METADATA = "gradtune.json"  # in model/ (and an export): what the task and the inputs were
 LABEL_MAP = "label_map.json"
@@ -74,18 +75,25 @@ class RunDir:
         return sorted(found, key=lambda p: int(p.name[n:]))
 
     def holds_a_run(self) -> bool:
-        return bool(self.list_checkpoints()) or self.model.exists()
+        """Whether a run wrote here: any of its files (a run that failed before its first checkpoint
+        still has its log and config)."""
+        return any(p.exists() for p in (self.config, self.metrics, self.checkpoints, self.model)) or any(
+            self.path.glob("model.*"))
 
     def clear(self) -> None:
         """Remove what a training run writes (for --overwrite); anything else in the folder stays."""
-        for target in (self.checkpoints, self.model, self.metrics, self.config, self.test_metrics):
+        leftovers = list(self.path.glob("model.*"))  # an interrupted replacement of model/
+        for target in (self.checkpoints, self.model, self.metrics, self.config, self.test_metrics, *leftovers):
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def model_dir(run: str | Path) -> Path:
-    """The model folder of a run: accepts the run directory or its model/ folder (or an export)."""
+    """The model folder of a run: accepts the run directory or its model/ folder (or an export).
+    While training replaces model/ (or after a crash in the middle of it), the complete new or old
+    folder beside it is read instead; only the run's owner moves folders (rundir.start_training)."""
     run = Path(run)
-    for candidate in (run / "model", run):
+    model = RunDir(run).model
+    for candidate in (model, model.with_name("model.new"), model.with_name("model.old"), run):
         if (candidate / METADATA).is_file():
             return candidate
     raise GradtuneError(
@@ -109,23 +117,6 @@ def onnx_dir(run: str | Path) -> Path:
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     """A model folder's gradtune.json."""
     return json.loads((Path(folder) / METADATA).read_text())
-
-
-def atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_dir)`, then move `tmp_dir` into place in one rename, so that a crash never
-    leaves half a folder behind."""
-    final = Path(final)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def write_model_dir(folder: Path, save_weights: Callable[[Path], None], tokenizer: Any, metadata: dict) -> Path:
@@ -158,10 +149,12 @@ def start_training(run: RunDir, config: dict[str, Any], resume: bool, overwrite:
     from the run's saved config.yaml."""
     import yaml
 
+    recover(run.model)  # a model/ replacement that a crash interrupted: finish or undo it
     if resume:
         checkpoints = run.list_checkpoints()
         if not checkpoints:
-            raise GradtuneError(f"{run.checkpoints}: no checkpoint to resume from; drop --resume to start")
+            raise GradtuneError(f"{run.checkpoints}: no checkpoint to resume from; start without --resume "
+                                "(Python: resume=False), with --overwrite (overwrite=True) if the folder holds a run")
         changed: list[str] = []
         if run.config.is_file():
             old, new = _flatten(yaml.safe_load(run.config.read_text())), _flatten(config)
@@ -170,8 +163,8 @@ def start_training(run: RunDir, config: dict[str, Any], resume: bool, overwrite:
     if run.holds_a_run():
         if not overwrite:
             raise GradtuneError(
-                f"output_dir {run.path} already holds a run; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another output_dir=..."
+                f"output_dir {run.path} already holds a run; continue it with --resume (Python: resume=True), "
+                "replace it with --overwrite (overwrite=True), or choose another output_dir=..."
             )
         if os.environ.get("RANK", "0") == "0":  # torchrun: the main process clears the folder
             run.clear()

@@ -172,5 +172,5 @@ def test_defaults_and_mismatches_follow_the_task():
         build_config({"task": "regression"}, ["train.metric=accuracy"])
     with pytest.raises(GradtuneError, match="data.standardize_target is for task 'regression'"):
         build_config({}, ["data.standardize_target=true"])
-    with pytest.raises(GradtuneError, match="class_weights .* are for task 'classification'"):
+    with pytest.raises(GradtuneError, match="train.class_weights is for task 'classification'"):
         build_config({"task": "regression"}, ["train.class_weights=balanced"])

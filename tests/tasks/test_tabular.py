@@ -26,7 +26,7 @@ def test_config_requires_numeric_feature_columns_and_the_mlp():
         build_config({"task": "tabular", "data": {"feature_columns": ["a"]}})
     with pytest.raises(GradtuneError, match="model.hidden_sizes: for model.name mlp"):
         build_config({"task": "classification", "model": {"hidden_sizes": [4]}})
-    with pytest.raises(GradtuneError, match="are for task 'tabular'"):
+    with pytest.raises(GradtuneError, match="data.standardize_features is for task 'tabular'"):
         build_config({"task": "regression", "data": {"standardize_features": True}})
 
 

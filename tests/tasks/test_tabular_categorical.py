@@ -182,7 +182,7 @@ def test_config_checks_for_categories_and_classes(tmp_path):
         build(data={"categorical_embedding_size": 8})
     with pytest.raises(GradtuneError, match="in both data.feature_columns and data.categorical_columns"):
         build(data={"feature_columns": ["x", "city"]})
-    with pytest.raises(GradtuneError, match="data.categorical_columns.* are for task 'tabular'"):
+    with pytest.raises(GradtuneError, match="data.categorical_columns is for task 'tabular'"):
         build_config({"task": "classification", "data": {"categorical_columns": ["city"]}})
     # categorical columns alone are enough input
     assert build_config(config(tmp_path, tmp_path / "t.csv", data={"feature_columns": None})).data.feature_columns \

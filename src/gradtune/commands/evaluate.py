@@ -20,10 +20,12 @@ def eval_command(
 ) -> None:
     """Evaluate a trained run on a labelled file."""
     from gradtune.api import evaluate
+    from gradtune.folders import writable_file
 
+    if output:  # checked before the work, not after it
+        writable_file(output, "--output", (".json",))
     metrics = evaluate(run, data)
     out.print(metrics_table(f"{data}", metrics))
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(metrics, indent=1))
         out.print(f"Wrote {output}")

@@ -18,6 +18,7 @@ def predict(
     input: Path | None = typer.Option(None, "--input", help="file of texts (same text column as training)"),
     output: Path | None = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnx: onnxruntime on RUN/onnx"),
+    on_empty: str = typer.Option("error", "--on-empty", help="an empty text: error (the default), or skip it"),
 ) -> None:
     """Predict labels with probabilities (classification, multilabel) or values (regression)."""
     from gradtune.api import load, predict_file
@@ -28,8 +29,8 @@ def predict(
     if input:
         if output is None:
             raise GradtuneError("--input needs --output FILE (.csv or .jsonl)")
-        n = predict_file(run, input, output, backend=backend)
+        n = predict_file(run, input, output, backend=backend, on_empty=on_empty)
         out.print(f"Wrote {n} predictions to {output}")
         return
-    for t, result in zip(text, load(run, backend=backend).predict(list(text))):
-        print(json.dumps({"text": t, **result}, ensure_ascii=False))  # one JSON object per line, unwrapped
+    for t, result in zip(text, load(run, backend=backend).predict(list(text), on_empty=on_empty)):
+        print(json.dumps({"text": t, **(result or {"skipped": "empty text"})}, ensure_ascii=False))  # one per line

@@ -52,13 +52,14 @@ def check_task_keys(cfg: Any, task: Any) -> None:
         foreign = [key for key in owner.owns if key not in reads and _is_set(cfg, key)]
         if not foreign:
             continue
-        also = []  # tasks that read the key with some losses (tabular reads class_weights with cross_entropy)
+        also = []  # other tasks that read the key (tabular reads class_weights with train.loss cross_entropy)
         for other in map(get_task, TASKS):
             losses = [loss for loss, keys in other.borrows.items() if foreign[0] in keys]
-            if losses:
+            if other is not owner and foreign[0] in other.owns:
+                also.append(f"'{other.name}'")
+            elif losses:
                 also.append(f"'{other.name}' with train.loss {' / '.join(losses)}")
-        keys = list(owner.owns)
-        raise ValueError(f"{_joined(keys)} {'is' if len(keys) == 1 else 'are'} for task {name!r}"
+        raise ValueError(f"{_joined(foreign)} {'is' if len(foreign) == 1 else 'are'} for task {name!r}"
                          + (f" (and {', '.join(also)})" if also else "") + f"; got task {cfg.task!r}")
 
 

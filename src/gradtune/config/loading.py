@@ -47,7 +47,12 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int) or e["type"] != "literal_error")
         key = ".".join(str(p) for p in loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
+        if e["type"] in ("model_type", "model_attributes_type", "dict_type"):  # a value where a section belongs
+            section = _section_at((*loc, "key"))
+            example = next(iter(section.model_fields)) if section else "key"
+            lines.append(f"  {key}: is a section of keys, not a value (got {e.get('input')!r}); set one of its keys, "
+                         f"e.g. {key}.{example}=...")
+        elif e["type"] == "extra_forbidden":
             section = _section_at(loc)
             hint = did_you_mean(loc[-1], list(section.model_fields)) if section else ""
             lines.append(f"  {key}: unknown key{hint}")
@@ -99,16 +104,58 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source
         raise GradtuneError(_format_errors(err, source)) from None
 
 
+def _duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, int, int] | None:
+    """The first key written twice in one mapping of a YAML document (PyYAML silently keeps the
+    last), as (dotted key, first line, second line)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in seen:
+                return f"{path}{key}", seen[key], line
+            seen[key] = line
+            found = _duplicate_key(value_node, f"{path}{key}.")
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item, path)
+            if found:
+                return found
+    return None
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; an error names the line of a syntax error or of a key written twice."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        if duplicate:
+            key, first, second = duplicate
+            raise GradtuneError(f"{path}: {key} is set twice, on line {first} and on line {second}; YAML would keep "
+                                "only the last: keep one")
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise GradtuneError(f"{path}{where}: not valid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise GradtuneError(f"{path}: not valid YAML: {err}") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply dotted overrides, validate. Relative data paths stay relative
     to the current directory (as the user typed them)."""
     path = Path(path)
+    if path.is_dir():
+        raise GradtuneError(f"{path} is a folder; give the config's YAML file")
     if not path.is_file():
-        raise GradtuneError(f"config file not found: {path}")
+        raise GradtuneError(f"config file not found: {path} (looked for {path.resolve()})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise GradtuneError(f"{path}: not valid YAML: {err}") from None
+        raw = read_yaml(path) or {}
+    except UnicodeDecodeError as err:
+        raise GradtuneError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); re-save it as UTF-8") \
+            from None
     if not isinstance(raw, dict):
         raise GradtuneError(f"{path}: the top level must be a mapping of sections (task, model, ...)")
     return build_config(raw, overrides, source=str(path))

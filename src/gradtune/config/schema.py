@@ -87,6 +87,10 @@ class DataConfig(Section):
         "per category (categorical_embedding_size wide)")
     categorical_embedding_size: int = Field(
         4, ge=1, description="tabular with categorical_encoding embedding: width of each category's vector")
+    label_names: list[str] | dict[str, str] | None = Field(
+        None, description="classification: names for the labels, e.g. for labels 0-3: [World, Sports, Business, "
+        "Sci/Tech] (in label order: numeric, or sorted) or a mapping {0: World, ...}; used in metrics, the "
+        "confusion matrix, predictions and the saved model's id2label")
     label_delimiter: str = Field(
         ",", min_length=1, description="multilabel: separates the labels in a string label cell ('food,service'); "
         "list cells (jsonl, json, parquet) need none")

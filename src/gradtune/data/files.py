@@ -48,9 +48,15 @@ def read_table(path: str | Path) -> datasets.Dataset:
     """Read one file into a `datasets.Dataset`, with a clear error for a missing, empty or
     undecodable file."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in FORMATS)[:5]
+        hint = f"; it holds {', '.join(inside)}" if inside else ""
+        raise GradtuneError(f"{path} is a folder, not a data file: give one file{hint}")
     fmt = file_format(path)
     if not path.is_file():
-        raise GradtuneError(f"data file not found: {path}")
+        where = "" if path.is_absolute() else f" (a relative path is read from the current folder: looked for " \
+                                                f"{path.resolve()})"
+        raise GradtuneError(f"data file not found: {path}{where}")
     if fmt in TEXT_FORMATS:
         _check_text_file(path)
     # pandas reads the texts "NA", "None", "null", ... as missing; only an empty cell should be
@@ -64,14 +70,55 @@ def read_table(path: str | Path) -> datasets.Dataset:
     }[fmt]
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as err:  # the readers raise many types; the user needs the file and reason
+    except Exception as err:  # the readers raise many types; the user needs the file, the line and the reason
         if _has_no_rows(path, fmt):
             raise GradtuneError(f"{path}: the file has no data rows") from None
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        reason = _why_unreadable(path, fmt)
+        if reason is None:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise GradtuneError(f"{path}: could not be read as {fmt}: {reason}") from None
     if len(ds) == 0:
         raise GradtuneError(f"{path}: the file has no data rows")
     return ds
+
+
+def _why_unreadable(path: Path, fmt: str) -> str | None:
+    """What is wrong with a file the reader refused, naming the 1-based line; None if this finds
+    nothing (the reader's own message then stands). Only called after a failure."""
+    text = path.read_text(encoding="utf-8")
+    if fmt in ("csv", "tsv"):
+        reader = csv.reader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",", strict=True)
+        try:
+            header = next(reader)
+            for fields in reader:
+                if fields and len(fields) != len(header):
+                    return (f"line {reader.line_num} has {len(fields)} fields but the header has {len(header)} "
+                            f"({', '.join(header)}); quote a field that holds the delimiter")
+        except csv.Error as err:
+            if "unexpected end of data" in str(err):
+                return f"a quote opened on line {reader.line_num} or before is never closed"
+            return f"line {reader.line_num}: {err}"
+        return None
+    if fmt == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"line {number} is not valid JSON ({err.msg} at column {err.colno})"
+            if not isinstance(record, dict):
+                return f"line {number} is a JSON {type(record).__name__}; each line must be one object {{...}}"
+        return None
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            return f"line {err.lineno} is not valid JSON ({err.msg} at column {err.colno})"
+        records = isinstance(data, list) and all(isinstance(r, dict) for r in data)
+        if not (records or isinstance(data, dict)):
+            return "a JSON data file holds a list of records, [{...}, {...}], or a mapping of columns to lists"
+    return None
 
 
 def _csv_row_starts(path: Path, fmt: str) -> Iterator[int]:

@@ -10,9 +10,11 @@ import datasets
 
 from gradtune.data.files import read_table, require_columns, row_location
 from gradtune.errors import GradtuneError
+from gradtune.tracking.console import log
 
 
-def _is_empty(value: Any) -> bool:
+def is_empty(value: Any) -> bool:
+    """A missing or blank text."""
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -24,7 +26,7 @@ def drop_empty_text(
     empty: list[int] = []
     for key, column in text_columns.items():
         for i, value in enumerate(ds[column]):
-            if _is_empty(value):
+            if is_empty(value):
                 if on_empty == "error":
                     raise GradtuneError(
                         f"{path}, {row_location(path, i)}, column {column!r} ({key}): the text is "
@@ -48,6 +50,11 @@ def load_split(
     require_columns(ds, path, columns)
     ds = ds.add_column("_row", list(range(len(ds))))
     texts = {key: columns[key] for key in text_keys if columns.get(key)}
+    for key, column in texts.items():
+        dtype = getattr(ds.features[column], "dtype", "string")
+        if dtype.startswith(("int", "uint", "float", "bool")):  # a column of numbers: the wrong column?
+            log.warning(f"{path}: column {column!r} ({key}) holds numbers ({dtype}), not text, e.g. "
+                        f"{ds[0][column]!r}; they are read as text. Is {key} the column you meant?")
     return drop_empty_text(ds, path, texts, on_empty)
 
 

@@ -22,9 +22,10 @@ from rich.table import Table
 from gradtune import api
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
+from gradtune.folders import FolderLock
 from gradtune.rundir import RunDir
 from gradtune.tasks import get_task
-from gradtune.tracking.console import console
+from gradtune.tracking.console import console, log
 from gradtune.tracking.metrics_log import read_metrics
 
 PLOTS = {  # file name -> (x field, y field, record kind, title)
@@ -184,15 +185,25 @@ def plot(output: Path, variants: list[Variant], metric: str) -> list[Path]:
 
 def compare(
     config: Config | dict | str | Path, vary: dict[str, list] | list[str], overrides: list[str] | None = None,
-    output: str | Path | None = None,
+    output: str | Path | None = None, overwrite: bool = False,
 ) -> CompareResult:
     """Train every combination of the `vary` values and write DIR/compare.md plus three PNG plots
-    (DIR defaults to <output_dir>/compare)."""
+    (DIR defaults to <output_dir>/compare). A DIR that holds an earlier comparison is replaced only
+    with `overwrite`."""
     overrides = list(overrides or [])
     base = as_config(config, overrides)
     output = Path(output) if output is not None else Path(base.output_dir) / "compare"
     parsed = parse_vary(vary)
     variants = plan(config, parsed, overrides, output)
+    with FolderLock(output, "--output", log.warning):  # one comparison per folder; checks it can be written
+        earlier = (output / "compare.md").exists() or any(RunDir(output / v.name).holds_a_run() for v in variants)
+        if earlier and not overwrite:
+            raise GradtuneError(f"--output {output} already holds a comparison; replace it with --overwrite (Python: "
+                                "overwrite=True), or choose another --output")
+        return _train_all(variants, output, base, list(parsed))
+
+
+def _train_all(variants: list[Variant], output: Path, base: Config, varied: list[str]) -> CompareResult:
     rows = []
     for i, variant in enumerate(variants, 1):
         console.rule(f"variant {i}/{len(variants)}: {variant.name}")
@@ -202,5 +213,5 @@ def compare(
             raise GradtuneError(f"variant {variant.name}: {e}") from None
         rows.append(summarize(variant, run, base.train.metric))
     plot_paths = plot(output, variants, base.train.metric)
-    write_markdown(output / "compare.md", rows, list(parsed), base, plot_paths)
-    return CompareResult(rows, output / "compare.md", plot_paths, base.train.metric, list(parsed))
+    write_markdown(output / "compare.md", rows, varied, base, plot_paths)
+    return CompareResult(rows, output / "compare.md", plot_paths, base.train.metric, varied)

@@ -21,6 +21,7 @@ import numpy as np
 
 from gradtune.config import Config, as_config
 from gradtune.errors import GradtuneError
+from gradtune.folders import FolderLock
 from gradtune.tracking.console import log, progress_bar
 from gradtune.training.optim import build_optimizer, step_plan
 from gradtune.training.prepare import Job, prepare
@@ -53,15 +54,20 @@ def find_lr(
         raise GradtuneError(f"--steps must be at least 10 (got {steps}): fewer points cannot show a trend")
     cfg = as_config(config, overrides)
     out_dir = Path(output) if output is not None else Path(cfg.output_dir) / "lr_find"
-    job = prepare(cfg, out_dir)  # nothing is saved from this job: only the files below
-    lrs, losses, smoothed = range_test(job, start_lr, end_lr, steps)
+    with FolderLock(out_dir, "--output", log.warning):  # one lr-find per folder; checks it can be written
+        job = prepare(cfg, out_dir)  # nothing is saved from this job: only the files below
+        lrs, losses, smoothed = range_test(job, start_lr, end_lr, steps)
+        return _write(out_dir, lrs, losses, smoothed)
+
+
+def _write(out_dir: Path, lrs: list[float], losses: list[float], smoothed: list[float]) -> LRFindResult:
+    """The suggestion, lr_find.csv and lr_find.png."""
     suggestion = suggest_lr(lrs, smoothed)
     # no real descent (< 5%): no lr of the range trained the model, and the suggestion is noise
     counted = [v for v in smoothed if math.isfinite(v)][len(smoothed) // 10 :]
     if min(counted) > 0.95 * counted[0]:
         log.warning("The loss hardly fell during the test, so the suggestion is a guess: "
-                      "try more --steps or a narrower --start-lr/--end-lr range")
-    out_dir.mkdir(parents=True, exist_ok=True)
+                    "try more --steps or a narrower --start-lr/--end-lr range")
     csv_path, png_path = out_dir / "lr_find.csv", out_dir / "lr_find.png"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)

@@ -14,16 +14,18 @@ import shutil
 from pathlib import Path
 
 from gradtune.errors import GradtuneError
+from gradtune.folders import writable_folder
 from gradtune.rundir import model_dir, read_metadata, write_model_dir
 from gradtune.tasks import get_task
 from gradtune.training.strategies import STRATEGIES
 
 
 def fresh(output: Path) -> Path:
-    """`output`, if it does not exist yet or is an empty folder."""
+    """`output`, if it does not exist yet or is an empty folder, and can be written."""
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise GradtuneError(f"--output {output} already exists and is not empty; choose a new folder")
+    writable_folder(output.parent, "the folder of --output")
     return output
 
 

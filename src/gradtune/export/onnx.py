@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from gradtune.errors import GradtuneError
+from gradtune.folders import writable_folder
 from gradtune.inference.onnx_runtime import OnnxModel, require
 from gradtune.rundir import LABEL_MAP, METADATA, ONNX_MODEL, RunDir
 
@@ -182,13 +183,12 @@ def export_onnx(run: str | Path, output_dir: str | Path, opset: int = 18) -> Onn
 
     require("onnxscript")
     require("onnxruntime")
+    out = writable_folder(output_dir, "--output")  # checked before the work
     predictor = Predictor(run, device="cpu")
-    module, trace, check = _exportable(predictor)
-    out = Path(output_dir)
     if out.resolve() == predictor.path.resolve():
         raise GradtuneError(f"--output {out}: that is the run's model folder; export next to it, e.g. "
                             f"{RunDir(predictor.path.parent).onnx}")
-    out.mkdir(parents=True, exist_ok=True)
+    module, trace, check = _exportable(predictor)
     name, path = type(predictor.model).__name__, out / ONNX_MODEL
     try:
         with warnings.catch_warnings(), torch.no_grad():

@@ -12,10 +12,12 @@ from transformers import AutoTokenizer
 
 from gradtune import models
 from gradtune.data.batching import MODEL_INPUTS, NOT_INPUTS, collate_fn, model_inputs
+from gradtune.data.rows import is_empty
 from gradtune.errors import GradtuneError
 from gradtune.inference.generation import generate
 from gradtune.rundir import ONNX_MODEL, model_dir, onnx_dir, read_metadata
 from gradtune.tasks import get_task
+from gradtune.tracking.console import log
 
 
 def load_model(path: Path, metadata: dict[str, Any]) -> Any:
@@ -90,16 +92,40 @@ class Predictor:
         rows = self.task.prediction_rows(inputs, pairs, self.metadata)
         return self._logits(self.task.encode_batch(rows, self.tokenizer, self.metadata), batch_size)
 
-    def predict(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
+    def predict(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = 32,
+                on_empty: str = "error") -> list[dict[str, Any] | None]:
         """Texts (or text pairs); for a tabular model, rows of feature values: a list of numbers in
-        feature_columns order or a dict by column name, one row or a list of them."""
+        feature_columns order or a dict by column name, one row or a list of them. An empty text is
+        an error, as in training; with on_empty="skip" its result is None (and the count reported)."""
         self._refuse_if_writer()
-        return self.predict_rows(self.task.prediction_rows(inputs, pairs, self.metadata), batch_size)
+        return self.predict_rows(self.task.prediction_rows(inputs, pairs, self.metadata), batch_size, on_empty)
 
-    def predict_rows(self, rows: dict[str, list], batch_size: int = 32) -> list[dict[str, Any]]:
-        """Results for rows of input columns (column -> values), one per row."""
-        features = self.task.encode_batch(rows, self.tokenizer, self.metadata)
-        return self.task.decode(self._logits(features, batch_size), features, self.metadata)
+    def predict_rows(self, rows: dict[str, list], batch_size: int = 32,
+                     on_empty: str = "error") -> list[dict[str, Any] | None]:
+        """Results for rows of input columns (column -> values), one per row (None for a row skipped
+        for an empty text)."""
+        if on_empty not in ("error", "skip"):
+            raise GradtuneError(f"on_empty={on_empty!r}: use 'error' or 'skip'")
+        n = len(next(iter(rows.values()))) if rows else 0
+        empty: list[int] = []
+        for key, column in self.task.text_columns(self.metadata).items():
+            for i, text in enumerate(rows[column]):
+                if is_empty(text):
+                    if on_empty == "error":
+                        raise GradtuneError(f"input {i}: the text is empty ({column}, {key}); a model trained on "
+                                            "text has nothing to go on. Give a text, or skip such inputs (Python: "
+                                            "on_empty='skip', CLI: --on-empty skip)")
+                    empty.append(i)
+        if not empty:
+            features = self.task.encode_batch(rows, self.tokenizer, self.metadata)
+            return self.task.decode(self._logits(features, batch_size), features, self.metadata)
+        log.warning(f"Skipped {len(set(empty))} input(s) with empty text (their result is None)")
+        kept = [i for i in range(n) if i not in set(empty)]
+        results = self.predict_rows({c: [v[i] for i in kept] for c, v in rows.items()}, batch_size) if kept else []
+        out: list[dict[str, Any] | None] = [None] * n
+        for i, result in zip(kept, results):
+            out[i] = result
+        return out
 
     def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 1.0,
                  greedy: bool = False, seed: int | None = None) -> str:

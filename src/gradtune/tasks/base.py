@@ -93,6 +93,11 @@ class Task:
             columns["data.label_column"] = meta["label_column"]
         return columns
 
+    def text_columns(self, meta: dict[str, Any]) -> dict[str, str]:
+        """Config key -> the column of each text input (a text must not be empty)."""
+        columns = self.columns(meta, labelled=False)
+        return {key: columns[key] for key in self.text_keys if columns.get(key)}
+
     def fit(self, train_ds: datasets.Dataset, cfg: Any, held_out: datasets.Dataset | None) -> dict[str, Any]:
         """What the run keeps of the training rows (label names, target scale, ...). `train_ds` holds
         the rows that train; `held_out` a data.validation_split part of the same file, or None."""

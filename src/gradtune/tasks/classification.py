@@ -27,6 +27,7 @@ from gradtune.tasks.labels import (
     label_names,
     missing,
     probability_columns,
+    renamed,
     unknown_label,
 )
 
@@ -74,20 +75,24 @@ class Classification(Task):
                "recall_weighted", "loss")
     default_metric = "accuracy"
     shown_metrics = ("accuracy", "f1_macro", "loss")
-    owns = ("train.class_weights", "train.label_smoothing")
+    owns = ("train.class_weights", "train.label_smoothing", "data.label_names")
 
     def fit(self, train_ds: Any, cfg: Any, held_out: Any = None) -> dict[str, Any]:
         """The label names, in id order, from every row of the training file (a
         data.validation_split part included)."""
         d = cfg.data
-        labels = label_names(column_values(train_ds, d.label_column, held_out))
-        if len(labels) < 2:
-            raise GradtuneError(f"{d.train}: column {d.label_column!r} has {len(labels)} distinct label(s); "
+        values = label_names(column_values(train_ds, d.label_column, held_out))
+        if len(values) < 2:
+            raise GradtuneError(f"{d.train}: column {d.label_column!r} has {len(values)} distinct label(s); "
                                 "classification needs at least 2")
-        return {"labels": labels}
+        if d.label_names is None:
+            return {"labels": values}
+        # the names show everywhere (metrics, predictions, id2label); the data's values still encode
+        return {"labels": renamed(values, d.label_names, f"{d.train} (column {d.label_column!r})"),
+                "label_values": values}
 
     def label_encoder(self, meta: dict[str, Any]) -> Any:
-        label2id = label_ids(meta["labels"])
+        label2id = label_ids(meta.get("label_values", meta["labels"]))
         return lambda value: encode_label(value, label2id)
 
     def model_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:

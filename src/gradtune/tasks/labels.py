@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradtune.errors import GradtuneError
+
 
 def missing(value: Any) -> bool:
     """An empty cell: None, or NaN (how `datasets` reads an empty cell of a number column)."""
@@ -30,6 +32,30 @@ def column_values(train_ds: Any, column: str, held_out: Any = None) -> list[Any]
     """Every value of `column` in the training file: the training rows and a data.validation_split
     part (`held_out`), so that the label vocabulary does not depend on the split."""
     return list(train_ds[column]) + (list(held_out[column]) if held_out is not None else [])
+
+
+def renamed(values: list[str], names: list[str] | dict[str, str], where: str) -> list[str]:
+    """The display names of the label `values` (in label order): data.label_names as a list in that
+    order, or a mapping value -> name. GradtuneError if they do not fit the data."""
+    if isinstance(names, dict):
+        names = {str(as_key(k) if not isinstance(k, str) else k): v for k, v in names.items()}
+        unknown, absent = [k for k in names if k not in values], [v for v in values if v not in names]
+        if unknown or absent:
+            problems = ([f"names label(s) {', '.join(map(repr, unknown))} that {where} does not have"] if unknown
+                        else []) + ([f"has no name for {', '.join(map(repr, absent))}"] if absent else [])
+            raise GradtuneError(f"data.label_names {' and '.join(problems)}; the labels are {', '.join(values)}")
+        out = [names[v] for v in values]
+    else:
+        if len(names) != len(values):
+            raise GradtuneError(f"data.label_names has {len(names)} name(s) but {where} has {len(values)} labels: "
+                                f"{', '.join(values)}; give one name per label, in this order (or a mapping "
+                                "label: name)")
+        out = list(names)
+    repeated = sorted({n for n in out if out.count(n) > 1})
+    if repeated:
+        raise GradtuneError(f"data.label_names gives the name(s) {', '.join(map(repr, repeated))} to more than one "
+                            "label; each label needs its own name")
+    return out
 
 
 def label_ids(labels: list[str]) -> dict[str, int]:
