@@ -96,7 +96,7 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
 
     predictor = Predictor(run)
     task, meta = predictor.task, predictor.metadata
-    ds, _ = load_split(data, task.columns(meta, labelled=task.labelled), task.text_keys)
+    ds, _ = load_split(data, task.columns(meta, labelled=task.labelled), task.text_keys, skip_hint="")
     ds = task.encode(ds, data, predictor.tokenizer, meta, labelled=task.labelled)
     loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False,
                          collator=task.collator(predictor.tokenizer))
@@ -123,7 +123,7 @@ def predict_file(run: str | Path, input_path: str | Path, output_path: str | Pat
     ds = read_table(input_path)
     require_columns(ds, input_path, task.columns(meta, labelled=False))
     ds = ds.add_column("_row", list(range(len(ds))))
-    ds, skipped = drop_empty_text(ds, input_path, task.text_columns(meta), on_empty)
+    ds, skipped = drop_empty_text(ds, input_path, task.text_columns(meta), on_empty, "pass --on-empty skip")
     if skipped:
         log.warning(f"Skipped {skipped} row(s) of {input_path} with empty text (--on-empty skip)")
     rows = task.file_rows(ds, input_path, meta)

@@ -24,7 +24,10 @@ def writable_folder(path: str | Path, what: str) -> Path:
     `what` (the config key or option that chose it)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise GradtuneError(f"{what} {path} is a file, not a folder; choose another {what}")
+        raise GradtuneError(f"{what} {path} is a file, not a folder; choose another folder")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise GradtuneError(f"{what} {path}: {blocker} is a file, not a folder; choose another folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".gradtune-write-test-{os.getpid()}"
@@ -44,6 +47,9 @@ def writable_file(path: str | Path, what: str, suffixes: tuple[str, ...] = ()) -
         raise GradtuneError(f"{what} {path} is a folder; give a file name{kinds}")
     if suffixes and path.suffix.lower() not in suffixes:
         raise GradtuneError(f"{what} {path}: use a {' or '.join(suffixes)} file")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise GradtuneError(f"{what} {path}: {blocker} is a file, not a folder; choose another place")
     writable_folder(path.parent, f"the folder of {what}")
     return path
 

@@ -228,3 +228,26 @@ def test_config_reference_in_docs_is_up_to_date():
 
     docs = REPO / "docs" / "config.md"
     assert docs.read_text() == config_reference(), "regenerate: python -m gradtune.config.reference > docs/config.md"
+
+
+def test_a_key_written_twice_in_the_yaml_names_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  max_steps: 3\n  num_threads: 2\n  lr: 0.1\n  max_steps: 5\n")
+    with pytest.raises(GradtuneError, match=r"twice.yaml: train.max_steps is set twice, on line 2 and on line 5"):
+        load_config(path)
+    path.write_text("train:\n  lr: 0.1\nmodel:\n  name: x\ntrain:\n  epochs: 2\n")
+    with pytest.raises(GradtuneError, match="train is set twice, on line 1 and on line 5"):
+        load_config(path)
+
+
+def test_yaml_syntax_errors_name_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  lr: 1\n bad: x\n")
+    with pytest.raises(GradtuneError, match=r"broken.yaml, line 3, column 2: not valid YAML"):
+        load_config(path)
+
+
+def test_a_value_where_a_section_belongs_names_the_section():
+    with pytest.raises(GradtuneError, match=r"train: is a section of keys, not a value \(got 5\); set one of its "
+                                            r"keys, e.g. train.epochs=..."):
+        build_config({}, ["train=5"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -94,7 +95,7 @@ def test_missing_label_column_names_its_key(tmp_path):
     path = write_csv(tmp_path / "train.csv", [{"text": "good", "y": "positive"}])
     msg = data_error(path, label_column="sentiment")
     assert str(path) in msg and "'sentiment'" in msg and "data.label_column" in msg
-    assert "text, y" in msg
+    assert "'text', 'y'" in msg
 
 
 def test_missing_pair_column_names_its_key(tmp_path):
@@ -416,3 +417,46 @@ def test_read_table_reports_unreadable_json(tmp_path):
     with pytest.raises(GradtuneError) as info:
         read_table(path)
     assert str(path) in str(info.value) and "jsonl" in str(info.value)
+
+
+# -- files that cannot be read name the line -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": \n{"text": "c", "label": "y"}\n',
+     r"line 2, column 24 is not valid JSON: Expecting value"),
+    ("bad.json", '[{"text": "a", "label": "x"},\n {"text": "b" "label": "y"}]', r"line 2, column 15 is not valid JSON"),
+    ("noheader.csv", "\na,b\n", r"line 1, the header, names no columns"),
+    ("scalar.json", '"just a string"', r"holds a list of records"),
+    ("extra.csv", "text,label\na,b\nc,d,e\n", r"line 3 has 3 fields but the header has 2 \(text, label\)"),
+    ("quote.csv", 'text,label\n"a,b\nc,d\n', r"a quote opened on line \d+ or before is never closed"),
+])
+def test_an_unreadable_file_names_the_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    assert re.search(message, data_error(path)), data_error(path)
+
+
+def test_a_column_name_with_a_stray_space_is_pointed_out(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [{"text ": "good", "label": "positive"}])
+    assert "no column 'text' (set by data.text_column) (did you mean 'text '?)" in data_error(path)
+
+
+def test_a_folder_is_not_a_data_file(tmp_path):
+    write_csv(tmp_path / "data" / "train.csv", ROWS)
+    msg = data_error(tmp_path / "data")
+    assert "is a folder, not a data file" in msg and "train.csv" in msg
+
+
+def test_a_missing_relative_path_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    msg = data_error(Path("data/train.csv"))
+    assert "data file not found: data/train.csv" in msg and str(tmp_path / "data" / "train.csv") in msg
+
+
+def test_a_text_column_of_numbers_is_warned(tmp_path, caplog):
+    path = tmp_path / "numbers.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": i, "label": "a" if i % 2 else "b"} for i in range(6)]), path)
+    with caplog.at_level("WARNING", logger="gradtune"):
+        load(path)
+    assert "column 'text' (data.text_column) holds numbers (int64)" in caplog.text

@@ -37,7 +37,7 @@ def test_missing_feature_column_lists_the_files_columns(tmp_path):
         gradtune.train(cfg)
     message = str(err.value)
     assert "no column 'area'" in message and "data.feature_columns" in message
-    assert "x1, x2, y" in message and str(train) in message
+    assert "'x1', 'x2', 'y'" in message and str(train) in message
 
 
 def test_non_numeric_feature_names_file_line_and_column(tmp_path):

@@ -30,7 +30,8 @@ def friendly_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except GradtuneError as e:
-            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False)
+            # soft wrap: a long path stays one piece that can be copied
+            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", style="yellow")

@@ -42,10 +42,31 @@ def _choices(loc: tuple[Any, ...]) -> list[str]:
     return found
 
 
+def _key_of(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The config key an error is about: the field names of `loc` (and a list item's index), without
+    the tags pydantic adds for the members of a union (`literal['epoch']`, `int`)."""
+    section: Any = Config
+    key: list[Any] = []
+    for part in loc:
+        if isinstance(part, str) and section is not None and part in section.model_fields:
+            key.append(part)
+            annotation = section.model_fields[part].annotation
+            section = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        elif isinstance(part, int) and section is None and key:
+            key.append(part)  # an item of a list value
+        else:
+            break
+    return tuple(key)
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not isinstance(p, int) or e["type"] != "literal_error")
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in err.errors():  # a value that fits no member of a union gives one error per member: one line
+        loc = e["loc"] if e["type"] == "extra_forbidden" else _key_of(e["loc"])
+        grouped.setdefault(tuple(loc), []).append(e)
+    for loc, errors in grouped.items():
+        e = errors[0]
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] in ("model_type", "model_attributes_type", "dict_type"):  # a value where a section belongs
             section = _section_at((*loc, "key"))
@@ -61,8 +82,12 @@ def _format_errors(err: ValidationError, source: str) -> str:
             # input is the whole mapping
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "literal_error":  # one of a fixed set of names: suggest the closest
+            wants = list(dict.fromkeys(x["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+                                       for x in errors))
+            msg = wants[0] if len(errors) == 1 else "Input should be " + " or ".join(w.split(",")[0] for w in wants)
+            if len(errors) == 1 and e["msg"].startswith("Input should be "):
+                msg = e["msg"]
+            if any(x["type"] == "literal_error" for x in errors):  # one of a fixed set of names: suggest the closest
                 msg += did_you_mean(e.get("input"), _choices(loc))
             lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -75,7 +100,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise GradtuneError(f"override {pair!r} is not key=value (example: train.lr=3e-5)")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:  # not a YAML value (":", "[1, 2"): the text as typed, for the schema to judge
+            value = raw
         node = nested
         *parents, leaf = key.strip().split(".")
         for part in parents:

@@ -5,6 +5,7 @@ that every later error can name the line a user would look at."""
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 from collections.abc import Iterator
@@ -69,7 +70,8 @@ def read_table(path: str | Path) -> datasets.Dataset:
         "parquet": ("parquet", {}),
     }[fmt]
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        # data_files is a glob pattern: a path holding [ ] * ? must be escaped to mean itself
+        ds = datasets.load_dataset(builder, data_files=glob.escape(str(path)), split="train", **kwargs)
     except Exception as err:  # the readers raise many types; the user needs the file, the line and the reason
         if _has_no_rows(path, fmt):
             raise GradtuneError(f"{path}: the file has no data rows") from None
@@ -90,6 +92,8 @@ def _why_unreadable(path: Path, fmt: str) -> str | None:
         reader = csv.reader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",", strict=True)
         try:
             header = next(reader)
+            if not any(h.strip() for h in header):
+                return "line 1, the header, names no columns; the first line must name them (text,label)"
             for fields in reader:
                 if fields and len(fields) != len(header):
                     return (f"line {reader.line_num} has {len(fields)} fields but the header has {len(header)} "
@@ -106,7 +110,7 @@ def _why_unreadable(path: Path, fmt: str) -> str | None:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                return f"line {number} is not valid JSON ({err.msg} at column {err.colno})"
+                return f"line {number}, column {err.colno} is not valid JSON: {err.msg}"
             if not isinstance(record, dict):
                 return f"line {number} is a JSON {type(record).__name__}; each line must be one object {{...}}"
         return None
@@ -114,7 +118,7 @@ def _why_unreadable(path: Path, fmt: str) -> str | None:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            return f"line {err.lineno} is not valid JSON ({err.msg} at column {err.colno})"
+            return f"line {err.lineno}, column {err.colno} is not valid JSON: {err.msg}"
         records = isinstance(data, list) and all(isinstance(r, dict) for r in data)
         if not (records or isinstance(data, dict)):
             return "a JSON data file holds a list of records, [{...}, {...}], or a mapping of columns to lists"
@@ -175,7 +179,9 @@ def require_columns(ds: datasets.Dataset, path: str | Path, columns: dict[str, s
     """`columns` maps config keys (data.text_column) to the column names they ask for."""
     for key, column in columns.items():
         if column is not None and column not in ds.column_names:
+            alike = [c for c in ds.column_names if c.strip().lower() == column.strip().lower()]
+            hint = f" (did you mean {alike[0]!r}?)" if alike else ""
             raise GradtuneError(
-                f"{path}: no column {column!r} (set by {key}); the file has columns: "
-                f"{', '.join(ds.column_names)}"
+                f"{path}: no column {column!r} (set by {key}){hint}; the file has columns: "
+                f"{', '.join(map(repr, ds.column_names))}"
             )

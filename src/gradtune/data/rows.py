@@ -19,18 +19,21 @@ def is_empty(value: Any) -> bool:
 
 
 def drop_empty_text(
-    ds: datasets.Dataset, path: str | Path, text_columns: dict[str, str], on_empty: str
+    ds: datasets.Dataset, path: str | Path, text_columns: dict[str, str], on_empty: str,
+    skip_hint: str = "set data.on_empty=skip",
 ) -> tuple[datasets.Dataset, int]:
     """Find rows whose text is missing or blank (`text_columns`: config key -> column).
-    `on_empty="error"` names the first one; "skip" drops them and returns how many were dropped."""
+    `on_empty="error"` names the first one (`skip_hint`: how to skip such rows instead, if one
+    can); "skip" drops them and returns how many were dropped."""
     empty: list[int] = []
     for key, column in text_columns.items():
         for i, value in enumerate(ds[column]):
             if is_empty(value):
                 if on_empty == "error":
+                    skip = f", or {skip_hint}" if skip_hint else ""
                     raise GradtuneError(
                         f"{path}, {row_location(path, i)}, column {column!r} ({key}): the text is "
-                        "empty; fill it in, remove the row, or set data.on_empty=skip"
+                        f"empty; fill it in or remove the row{skip}"
                     )
                 empty.append(i)
     if not empty:
@@ -40,7 +43,8 @@ def drop_empty_text(
 
 
 def load_split(
-    path: str | Path, columns: dict[str, str | None], text_keys: tuple[str, ...] = (), on_empty: str = "error"
+    path: str | Path, columns: dict[str, str | None], text_keys: tuple[str, ...] = (), on_empty: str = "error",
+    skip_hint: str = "set data.on_empty=skip",
 ) -> tuple[datasets.Dataset, int]:
     """Read and check one split: every column of `columns` (config key -> column name; None: not
     used) must exist, and the texts of `text_keys` must not be empty. Adds `_row` (the 0-based data
@@ -55,7 +59,7 @@ def load_split(
         if dtype.startswith(("int", "uint", "float", "bool")):  # a column of numbers: the wrong column?
             log.warning(f"{path}: column {column!r} ({key}) holds numbers ({dtype}), not text, e.g. "
                         f"{ds[0][column]!r}; they are read as text. Is {key} the column you meant?")
-    return drop_empty_text(ds, path, texts, on_empty)
+    return drop_empty_text(ds, path, texts, on_empty, skip_hint)
 
 
 def encode_column(
