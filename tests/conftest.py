@@ -111,6 +111,44 @@ def build_tiny_bert(folder: Path, initializer_range: float = 0.02) -> Path:
     return folder
 
 
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def build_tiny_llama(folder: Path, texts: list[str], chat: bool = False, max_positions: int = 128,
+                     vocab_size: int = 300) -> Path:
+    """A random-init Llama folder (hidden 32, 2 layers) with a byte-level BPE tokenizer trained on
+    `texts`: eos but no pad token, as GPT-2's and Llama's; with `chat`, SmolLM2's ChatML template and
+    its <|im_start|> / <|im_end|> (the end of a turn, and eos) special tokens."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from gradtune.models import tokenizers
+
+    trained = tokenizers.train_bpe(texts, vocab_size, max_positions)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=trained.backend_tokenizer, eos_token=tokenizers.BOS,
+                                        bos_token=tokenizers.BOS)
+    if chat:
+        tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chat_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a ChatML chat template, for instruction tuning."""
+    texts = [r["text"] for r in sentiment_rows(200, seed=9)] + ["What is the sentiment of this review?"] * 20 \
+        + ["positive", "negative"] * 50
+    return build_tiny_llama(tmp_path_factory.mktemp("chat-llama"), texts, chat=True, max_positions=512, vocab_size=600)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -67,6 +67,11 @@ def case(task: str, model: dict[str, Any]) -> Case:
         return Case({"task": task, "model": model,
                      "data": {"feature_columns": ["x"], "categorical_columns": ["city"], "label_column": "y"},
                      "train": {**train, "max_steps": 45, "lr": 0.05, "optimizer": "adam"}}, city_rows(96), ROWS)
+    if task == "instruct":
+        rows = [{"instruction": f"What is the sentiment of: {r['text']}", "output": r["label"]}
+                for r in sentiment_rows(96, seed=3)]
+        return Case({"task": task, "model": model, "data": {"max_length": 64}, "train": {**train, "lr": 1e-2}},
+                    rows, ["What is the sentiment of: the movie was great"])
     if task == "causal_lm":
         return Case({"task": task, "model": model, "data": {"max_length": 16}, "train": {**train, "lr": 1e-2}},
                     counting_rows(96, seed=1), ["three four"])
@@ -81,7 +86,8 @@ def bert(tmp_path_factory) -> str:
 # every task on its usual tiny model: a pretrained (tiny random) BERT for text, the mlp for tables,
 # the gpt for language modelling
 TASK_MODELS = {"classification": None, "regression": None, "multilabel": None, "tabular": {"name": "mlp"},
-               "causal_lm": {"name": "gpt", **SMALL_TEXT_MODEL, "num_heads": 2, "vocab_size": 300}}
+               "causal_lm": {"name": "gpt", **SMALL_TEXT_MODEL, "num_heads": 2, "vocab_size": 300},
+               "instruct": "chat_llama"}
 # every family from scratch, on a task it learns
 FAMILY_CASES = {
     "mlp": ("tabular", {"hidden_sizes": [8]}),
@@ -154,8 +160,10 @@ def run_the_matrix(c: Case, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_every_task_trains_saves_reloads_evaluates_and_exports(task, bert, tmp_path):
+def test_every_task_trains_saves_reloads_evaluates_and_exports(task, bert, tmp_path, request):
     model = TASK_MODELS[task] or {"name": bert}
+    if isinstance(model, str):  # a fixture's model folder
+        model = {"name": str(request.getfixturevalue(model))}
     run_the_matrix(case(task, model), tmp_path)
 
 

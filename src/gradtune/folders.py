@@ -126,8 +126,8 @@ class FolderLock:
     process ends, however it ends; a lock file still holding an owner's details when the lock is
     free was left by a process that died (kill -9, power cut), and is taken over with a note."""
 
-    def __init__(self, folder: str | Path, what: str, say: Callable[[str], None] | None = None):
-        self.folder, self.what, self.say = Path(folder), what, say
+    def __init__(self, folder: str | Path, what: str, say: Callable[[str], None] | None = None, wait: bool = False):
+        self.folder, self.what, self.say, self.wait = Path(folder), what, say, wait
         self.fd: int | None = None
 
     def _read(self) -> dict[str, Any]:
@@ -144,7 +144,7 @@ class FolderLock:
         folder = writable_folder(self.folder, self.what)
         self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             owner = self._read()
             os.close(self.fd)

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import gradtune
-from conftest import NUMBERS, counting_rows, write_csv
+from conftest import NUMBERS, build_tiny_llama, counting_rows, write_csv
 from gradtune.commands import app
 from gradtune.config import build_config
 from gradtune.errors import GradtuneError
-from gradtune.models import gpt, tokenizers
+from gradtune.models import gpt
 from gradtune.rundir import RunDir
 from gradtune.tasks import get_task
 from gradtune.tracking.metrics_log import read_metrics
@@ -141,21 +141,8 @@ def test_loss_is_normalised_per_target_token_across_micro_batches(counting_files
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
     """A random-init Llama folder with a pretrained-style tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    texts = [r["text"] for r in counting_rows(100, 5)]
-    trained = tokenizers.train_bpe(texts, 300, 32)
-    # a pretrained-style tokenizer: eos but no pad token, as GPT-2's and Llama's
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=trained.backend_tokenizer, eos_token=tokenizers.BOS,
-                                        bos_token=tokenizers.BOS)
-    tokenizer.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), [r["text"] for r in counting_rows(100, 5)],
+                            max_positions=64)
 
 
 def test_a_pretrained_causal_lm_folder_trains(counting_files, tiny_llama, tmp_path):

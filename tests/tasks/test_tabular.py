@@ -22,8 +22,9 @@ from gradtune.tracking.metrics_log import read_metrics
 def test_config_requires_numeric_feature_columns_and_the_mlp():
     with pytest.raises(GradtuneError, match="task 'tabular' needs data.feature_columns"):
         build_config({"task": "tabular", "model": {"name": "mlp"}})
+    assert build_config({"task": "tabular", "data": {"feature_columns": ["a"]}}).model.name == "mlp"  # its default
     with pytest.raises(GradtuneError, match="model.name 'mlp'"):
-        build_config({"task": "tabular", "data": {"feature_columns": ["a"]}})
+        build_config({"task": "tabular", "model": {"name": "minilm"}, "data": {"feature_columns": ["a"]}})
     with pytest.raises(GradtuneError, match="model.hidden_sizes: for model.name mlp"):
         build_config({"task": "classification", "model": {"hidden_sizes": [4]}})
     with pytest.raises(GradtuneError, match="data.standardize_features is for task 'tabular'"):

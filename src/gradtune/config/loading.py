@@ -195,7 +195,9 @@ def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str]
         if not overrides:
             return config
         raw = config.model_dump(mode="json")
-        raw["train"].update(dict.fromkeys(config._filled))  # back to null: the task's defaults again
+        for key in config._filled:  # back to null: the (new) task's defaults again
+            section, name = key.split(".")
+            raw[section][name] = None
         return build_config(raw, overrides)
     if isinstance(config, dict):
         return build_config(config, overrides)

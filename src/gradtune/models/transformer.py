@@ -28,6 +28,8 @@ class TransformerConfig(PretrainedConfig):
     """Shared by both models; `causal` tells the attention whether a token may look ahead."""
 
     model_type = "gradtune-transformer"
+    # the names transformers' generation (its key/value cache) looks for
+    attribute_map = {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads"}
 
     def __init__(
         self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 128, num_layers: int = 2,
@@ -44,8 +46,9 @@ class TransformerConfig(PretrainedConfig):
 
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product attention, softmax(Q K^T / sqrt(d)) V, written out. `allowed`
-    [b, 1, t, t] says which key each query may look at: the real tokens (padding mask), and for a
-    decoder only those at or before it (causal mask)."""
+    [b, 1, t, t_keys] says which key each query may look at: the real tokens (padding mask), and for
+    a decoder only those at or before it (causal mask). With a key/value cache (generation) the keys
+    and values of the text so far are kept, so a new token computes only its own."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -54,10 +57,12 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.embedding_size, config.embedding_size)
         self.attn_drop = nn.Dropout(config.attention_dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: Any = None, layer: int = 0) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.width // self.heads).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [b, heads, t, t]
+        if cache is not None:  # the keys and values of every token so far, this step's appended
+            k, v = cache.update(k, v, layer)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [b, heads, t, t_keys]
         # the smallest finite number, not -inf: a query with no allowed key (a padding position)
         # then gets a harmless uniform average instead of NaN
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
@@ -76,8 +81,8 @@ class Block(nn.Module):
                                  nn.Linear(config.hidden_size, config.embedding_size))
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attention(self.ln1(x), allowed))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: Any = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.ln1(x), allowed, cache, layer))
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
@@ -104,22 +109,37 @@ class TransformerPreTrainedModel(PreTrainedModel):
         self.ln_final = nn.LayerNorm(config.embedding_size)
 
     def _encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None = None,
+        cache: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The final vectors [b, t, width] and the real-token mask [b, t]."""
+        """The final vectors [b, t, width] and the real-token mask [b, t]. With a cache (generation),
+        `input_ids` are the new tokens and `attention_mask` covers the past ones too."""
         b, t = input_ids.shape
-        if t > self.config.max_positions:
-            raise ValueError(f"{t} tokens, but the model has positions for {self.config.max_positions} "
+        past = cache.get_seq_length() if cache is not None else 0
+        device = input_ids.device
+        if attention_mask is None and position_ids is not None:
+            # packed rows (data.packing): a restart of the positions starts the next example, and no
+            # token looks at another example's
+            positions = position_ids
+            start = torch.ones(b, 1, dtype=torch.long, device=device)
+            segment = torch.cat([start, (positions[:, 1:] != positions[:, :-1] + 1).long()], dim=1).cumsum(dim=1)
+            allowed = segment[:, None, :, None] == segment[:, None, None, :]  # [b, 1, t, t]
+            real = torch.ones(b, t, dtype=torch.bool, device=device)
+        else:
+            real = torch.ones(b, past + t, dtype=torch.bool, device=device) if attention_mask is None \
+                else attention_mask.bool()
+            # a token's position counts the real tokens before it, so left padding shifts nothing
+            positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)[:, -t:]
+            allowed = real[:, None, None, :]  # [b, 1, 1, past + t]: no query looks at padding
+            real = real[:, -t:]
+        if past + t > self.config.max_positions:  # a shape, not a value: ONNX export traces this
+            raise ValueError(f"{past + t} tokens, but the model has positions for {self.config.max_positions} "
                              "(model.max_positions)")
-        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        # a token's position counts the real tokens before it, so left padding shifts nothing
-        positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)
         x = self.drop(self.tokens(input_ids) + self.positions(positions))
-        allowed = real[:, None, None, :]  # [b, 1, 1, t]: no query looks at padding
-        if self.config.causal:
-            allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        for block in self.blocks:
-            x = block(x, allowed)
+        if self.config.causal:  # query i (at past + i) sees the keys up to past + i
+            allowed = allowed & torch.ones(t, allowed.shape[-1], dtype=torch.bool, device=device).tril(diagonal=past)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, allowed, cache, layer)
         return self.ln_final(x), real
 
 

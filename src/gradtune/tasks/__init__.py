@@ -18,6 +18,7 @@ TASKS: dict[str, str] = {
     "multilabel": "gradtune.tasks.multilabel:Multilabel",
     "tabular": "gradtune.tasks.tabular:Tabular",
     "causal_lm": "gradtune.tasks.causal_lm:CausalLM",
+    "instruct": "gradtune.tasks.instruct:Instruct",
 }
 
 

@@ -58,7 +58,10 @@ class Task:
     labelled: ClassVar[bool] = True  # rows hold a target in data.label_column
     uses_tokenizer: ClassVar[bool] = True  # the model reads text
     writes_text: ClassVar[bool] = False  # the model generates (gradtune generate), it does not predict
+    chat: ClassVar[bool] = False  # generate formats a prompt with the tokenizer's chat template
     auto_model: ClassVar[str] = "AutoModelForSequenceClassification"  # the head a pretrained model gets
+    default_model: ClassVar[str] = "minilm"  # model.name when the config leaves it null
+    default_strategy: ClassVar[str] = "full"  # strategy.method when the config leaves it null
     text_keys: ClassVar[tuple[str, ...]] = ("data.text_column", "data.text_pair_column")  # must not be empty
 
     # --- config

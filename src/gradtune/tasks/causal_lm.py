@@ -64,7 +64,9 @@ class CausalLM(Task):
     labelled = False  # the text is its own target
     writes_text = True
     auto_model = "AutoModelForCausalLM"
+    default_model = "smollm2"
     text_keys = ("data.text_column",)
+    owns = ("data.packing",)
 
     def check_config(self, cfg: Any) -> None:
         defaults = type(cfg.data).model_fields

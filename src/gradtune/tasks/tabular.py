@@ -114,6 +114,7 @@ class Tabular(Task):
     borrows = {**dict.fromkeys(Regression.losses, Regression.owns), **dict.fromkeys(Classification.losses,
                                                                                    Classification.owns)}
     uses_tokenizer = False
+    default_model = "mlp"
     text_keys = ()
 
     @staticmethod

@@ -15,6 +15,7 @@ from transformers import set_seed
 
 from gradtune import __version__, models
 from gradtune.data.batching import make_loader
+from gradtune.data.packing import PackedCollator, pack
 from gradtune.data.rows import load_split
 from gradtune.errors import GradtuneError
 from gradtune.tasks import get_task
@@ -99,11 +100,18 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
         val_ds = task.encode(splits.validation, d.validation or d.train, tokenizer, meta)
 
     model = models.build(cfg, tokenizer, task, meta)  # random (seeded) init, or pretrained + the task's head
+    if task.writes_text:
+        # training never reuses past keys and values; a cache would also hide packed examples' boundaries
+        model.config.use_cache = False
     model = apply_strategy(model, cfg.strategy)  # freeze, or wrap with a peft adapter
     collator = task.collator(tokenizer)
+    train_collator = collator
+    if d.packing:  # short examples share rows; position ids mark where each starts
+        train_ds, train_collator = pack(train_ds, d.max_length), PackedCollator(tokenizer.pad_token_id)
     eval_batch = t.eval_batch_size or 2 * t.batch_size
     # the loader's batch follows train.gd_mode (1 for stochastic, a memory-bounded piece for batch)
-    train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True, collator=collator)
+    train_loader = make_loader(train_ds, tokenizer, step_plan(t).loader_batch, t.seed, shuffle=True,
+                               collator=train_collator)
     val_loader = make_loader(val_ds, tokenizer, eval_batch, t.seed, shuffle=False, collator=collator) \
         if val_ds is not None else None
     scratch_text = models.family(cfg.model.name) is not None and task.uses_tokenizer
