@@ -73,8 +73,10 @@ def _train(cfg: Config, run: RunDir, resume_from: Path | None) -> Any:
     counts = job.metadata["parameters"]  # of the whole model (the loop may run only its head)
     labels = job.metadata.get("labels")
     what = f"{len(labels)} labels" if labels else cfg.task
-    console.print(f"Training {cfg.model.name} ({counts['total'] / 1e6:.1f}M parameters) on "
-                  f"{len(job.train_loader.dataset)} examples, {what} -> {run.path}")
+    examples, rows = job.metadata.get("train_examples", len(job.train_loader.dataset)), len(job.train_loader.dataset)
+    packed = f" ({rows} packed rows)" if rows != examples else ""
+    console.print(f"Training {cfg.model.name} ({counts['total'] / 1e6:.1f}M parameters) on {examples} "
+                  f"examples{packed}, {what} -> {run.path}")
     console.print(f"Strategy {cfg.strategy.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
                   f"train ({counts['percent']:.3g}%)")
     return fit(job)

@@ -460,3 +460,12 @@ def test_a_text_column_of_numbers_is_warned(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="gradtune"):
         load(path)
     assert "column 'text' (data.text_column) holds numbers (int64)" in caplog.text
+
+
+def test_max_train_and_validation_rows_take_a_seeded_sample(make_config):
+    cfg = as_config(make_config(data__max_train_rows=50, data__max_validation_rows=10))
+    first, again = read_data(cfg, task), read_data(cfg, task)
+    assert len(first.train) == 50 and len(first.validation) == 10
+    assert first.train["_row"] == again.train["_row"] == sorted(first.train["_row"])  # the same rows, in file order
+    other = read_data(as_config(make_config(data__max_train_rows=50, train__seed=1)), task)
+    assert other.train["_row"] != first.train["_row"]

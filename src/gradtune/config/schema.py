@@ -66,6 +66,10 @@ class DataConfig(Section):
     validation: str | None = Field(None, description="validation file (or use validation_split)")
     validation_split: float | None = Field(None, gt=0, lt=1, description="seeded fraction of train")
     test: str | None = Field(None, description="scored with the best model after training (test_metrics.json)")
+    max_train_rows: int | None = Field(None, ge=1, description="train on at most this many rows: a seeded sample "
+                                       "of the training file (for a quick run)")
+    max_validation_rows: int | None = Field(None, ge=1, description="evaluate on at most this many rows: a seeded "
+                                            "sample of the validation data")
     text_column: str = Field("text", description="column holding the text")
     text_pair_column: str | None = Field(None, description="second text column for sentence-pair tasks")
     label_column: str = Field(

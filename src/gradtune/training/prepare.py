@@ -4,6 +4,7 @@ The loop, the learning-rate finder and the gradient check all start here."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,24 @@ def read_data(cfg: Any, task: Task) -> Splits:
         # (regression's mean/std) leaves these rows out; the split depends only on row count and seed
         parts = train.train_test_split(test_size=d.validation_split, seed=cfg.train.seed)
         train, held_out = parts["train"], parts["test"]
+    train = sample(train, d.max_train_rows, cfg.train.seed)
     meta = {**settings, **task.fit(train, cfg, held_out)}
     validation = held_out
     if d.validation:
         validation, val_skipped = load_split(d.validation, columns, task.text_keys, d.on_empty)
+    if validation is not None:
+        validation = sample(validation, d.max_validation_rows, cfg.train.seed)
     for name, count in (("training", skipped), ("validation", val_skipped)):
         if count:
             log.warning(f"Skipped {count} {name} row(s) with empty text (data.on_empty=skip)")
     return Splits(train, validation, meta)
+
+
+def sample(rows: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """At most `limit` rows: a seeded sample (in file order), or all of them."""
+    if limit is None or limit >= len(rows):
+        return rows
+    return rows.select(sorted(random.Random(seed).sample(range(len(rows)), limit)))
 
 
 def training_texts(rows: datasets.Dataset, meta: dict[str, Any]) -> list[str]:
@@ -99,6 +110,7 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
     if splits.validation is not None:
         val_ds = task.encode(splits.validation, d.validation or d.train, tokenizer, meta)
 
+    meta["train_examples"] = len(train_ds)  # before packing puts several in a row
     model = models.build(cfg, tokenizer, task, meta)  # random (seeded) init, or pretrained + the task's head
     if task.writes_text:
         # training never reuses past keys and values; a cache would also hide packed examples' boundaries
