@@ -95,10 +95,11 @@ def write_csv(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> P
     return path
 
 
-def build_tiny_bert(folder: Path, initializer_range: float = 0.02) -> Path:
-    """A random-init BERT folder (hidden 32, 2 layers) with a word-level vocabulary."""
+def build_tiny_bert(folder: Path, initializer_range: float = 0.02, extra_words: tuple[str, ...] = ()) -> Path:
+    """A random-init BERT folder (hidden 32, 2 layers) with a word-level vocabulary (the sentiment
+    words, and `extra_words`)."""
     words = sorted({w for group in (POSITIVE, NEGATIVE, FILLER) for w in group}
-                   | {w for s in SUBJECTS for w in s.split()})
+                   | {w for s in SUBJECTS for w in s.split()} | set(extra_words))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz"]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)

@@ -7,6 +7,7 @@ A task or family added to its registry without a case here fails `test_every_*_h
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,13 @@ def case(task: str, model: dict[str, Any]) -> Case:
         return Case({"task": task, "model": model,
                      "data": {"feature_columns": ["x"], "categorical_columns": ["city"], "label_column": "y"},
                      "train": {**train, "max_steps": 45, "lr": 0.05, "optimizer": "adam"}}, city_rows(96), ROWS)
+    if task == "qa":  # which thing is the review about? (the subject starts every sentence)
+        rows = [{"question": "what is it about?", "context": r["text"],
+                 "answers": json.dumps({"text": [r["text"].split(" was")[0].split(" is")[0].split()[0] + " "
+                                                 + r["text"].split()[1]], "answer_start": [0]})}
+                for r in sentiment_rows(96, seed=3)]
+        return Case({"task": task, "model": model, "data": {"max_length": 32, "doc_stride": 8}, "train": train}, rows,
+                    [{"question": "what is it about?", "context": "the movie was great"}])
     if task == "instruct":
         rows = [{"instruction": f"What is the sentiment of: {r['text']}", "output": r["label"]}
                 for r in sentiment_rows(96, seed=3)]
@@ -85,7 +93,7 @@ def bert(tmp_path_factory) -> str:
 
 # every task on its usual tiny model: a pretrained (tiny random) BERT for text, the mlp for tables,
 # the gpt for language modelling
-TASK_MODELS = {"classification": None, "regression": None, "multilabel": None, "tabular": {"name": "mlp"},
+TASK_MODELS = {"classification": None, "regression": None, "multilabel": None, "qa": None, "tabular": {"name": "mlp"},
                "causal_lm": {"name": "gpt", **SMALL_TEXT_MODEL, "num_heads": 2, "vocab_size": 300},
                "instruct": "chat_llama"}
 # every family from scratch, on a task it learns

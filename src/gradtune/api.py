@@ -74,7 +74,8 @@ def _train(cfg: Config, run: RunDir, resume_from: Path | None) -> Any:
     labels = job.metadata.get("labels")
     what = f"{len(labels)} labels" if labels else cfg.task
     examples, rows = job.metadata.get("train_examples", len(job.train_loader.dataset)), len(job.train_loader.dataset)
-    packed = f" ({rows} packed rows)" if rows != examples else ""
+    kind = "packed rows" if cfg.data.packing else "features"
+    packed = f" ({rows} {kind})" if rows != examples else ""
     console.print(f"Training {cfg.model.name} ({counts['total'] / 1e6:.1f}M parameters) on {examples} "
                   f"examples{packed}, {what} -> {run.path}")
     console.print(f"Strategy {cfg.strategy.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
@@ -104,7 +105,7 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
                          collator=task.collator(predictor.tokenizer))
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
     result = task.evaluate(predictor.model, loader, accelerator, meta)
-    result["examples"] = len(ds)
+    result["examples"] = len(set(ds["_row"]))  # rows (a long qa context gives several windows)
     return result
 
 

@@ -96,6 +96,13 @@ class DataConfig(Section):
         None, description="classification: names for the labels, e.g. for labels 0-3: [World, Sports, Business, "
         "Sci/Tech] (in label order: numeric, or sorted) or a mapping {0: World, ...}; used in metrics, the "
         "confusion matrix, predictions and the saved model's id2label")
+    question_column: str = Field("question", description="qa: the column of questions")
+    context_column: str = Field("context", description="qa: the column of contexts the answers are spans of")
+    answers_column: str = Field(
+        "answers", description="qa: the gold answers, {text: [...], answer_start: [...]} (SQuAD v1.1 JSON files "
+        "are read as one row per question with these three columns)")
+    doc_stride: int = Field(128, ge=1, description="qa: tokens of overlap between the windows of a long context")
+    max_answer_length: int = Field(30, ge=1, description="qa: the longest answer, in tokens, that is predicted")
     messages_column: str = Field(
         "messages", description="instruct: the column holding a conversation, a list of {role, content} "
         "(roles system, user, assistant); files without it give alpaca rows (instruction_column, ...)")

@@ -12,16 +12,28 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding
 
-# what a batch may hold: the model's inputs (`features`: a task without a tokenizer, tabular), the
-# targets, and `_row` (the example's row in its file), which rides along so that an error can name
-# the rows of a bad batch
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "features", "labels", "_row")
-NOT_INPUTS = ("labels", "_row")
+# what a batch may hold: the model's inputs (`features`: a task without a tokenizer, tabular; the
+# decoder's side of an encoder-decoder), the targets, `_row` (the example's row in its file), which
+# rides along so that an error can name the rows of a bad batch, and `_feature` / `_context` (a
+# question-answering window: its index, and where the context's tokens are)
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+MODEL_INPUTS = (*ENCODER_INPUTS, "decoder_input_ids", "decoder_attention_mask", "features", "labels", "_row",
+                "_feature", "_context")
+NOT_INPUTS = ("labels", "_row", "_feature", "_context")
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the model's forward reads of a batch: all but the targets and `_row`."""
+    """What the model's forward reads of a batch: all but the targets and the bookkeeping."""
     return {k: v for k, v in batch.items() if k not in NOT_INPUTS}
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """A model's scores as one tensor: `.logits`, or a question-answering model's start and end
+    scores stacked on the last axis ([batch, tokens, 2])."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    return torch.stack([output.start_logits, output.end_logits], dim=-1)
 
 
 def tokenize_texts(

@@ -69,6 +69,14 @@ def read_table(path: str | Path) -> datasets.Dataset:
         "json": ("json", {}),
         "parquet": ("parquet", {}),
     }[fmt]
+    if fmt == "json":  # SQuAD's nested JSON: one row per question
+        from gradtune.data.squad import read_squad
+
+        squad = read_squad(path)
+        if squad is not None:
+            if not squad:
+                raise GradtuneError(f"{path}: the file has no data rows (no questions)")
+            return datasets.Dataset.from_list(squad)
     try:
         # data_files is a glob pattern: a path holding [ ] * ? must be escaped to mean itself
         ds = datasets.load_dataset(builder, data_files=glob.escape(str(path)), split="train", **kwargs)

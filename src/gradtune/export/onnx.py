@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradtune.data.batching import logits_of
 from gradtune.errors import GradtuneError
 from gradtune.folders import writable_folder
 from gradtune.inference.onnx_runtime import OnnxModel, require
@@ -98,7 +99,7 @@ class Logits(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+        return logits_of(self.model(input_ids=input_ids, attention_mask=attention_mask, **extra))
 
 
 class FeatureLogits(nn.Module):

@@ -11,7 +11,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from gradtune import models
-from gradtune.data.batching import MODEL_INPUTS, NOT_INPUTS, collate_fn, model_inputs
+from gradtune.data.batching import MODEL_INPUTS, NOT_INPUTS, collate_fn, logits_of, model_inputs
 from gradtune.data.rows import is_empty
 from gradtune.errors import GradtuneError
 from gradtune.inference.generation import generate
@@ -71,7 +71,7 @@ class Predictor:
         """The logits of one batch of model inputs, from PyTorch or onnxruntime."""
         if self.onnx is not None:
             return torch.from_numpy(self.onnx.logits({k: v.numpy() for k, v in inputs.items()})).float()
-        return self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits.float().cpu()
+        return logits_of(self.model(**{k: v.to(self.device) for k, v in inputs.items()})).float().cpu()
 
     def _logits(self, features: dict[str, list], batch_size: int) -> torch.Tensor:
         """The logits of encoded features, in order, `batch_size` at a time."""
@@ -81,7 +81,12 @@ class Predictor:
         for start in range(0, n, batch_size):
             items = [{k: features[k][i] for k in names} for i in range(start, min(n, start + batch_size))]
             out.append(self.forward(model_inputs(self.collate(items))))
-        return torch.cat(out) if out else torch.empty(0, self.num_labels)
+        if not out:
+            return torch.empty(0, self.num_labels)
+        width = max(o.shape[1] for o in out) if out[0].dim() > 2 else None
+        if width is not None:  # scores per token (question answering): batches of other lengths, padded
+            out = [torch.nn.functional.pad(o, (0, 0, 0, width - o.shape[1]), value=float("-inf")) for o in out]
+        return torch.cat(out)
 
     def _refuse_if_writer(self) -> None:
         if self.task.writes_text:

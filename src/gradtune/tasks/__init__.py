@@ -19,6 +19,7 @@ TASKS: dict[str, str] = {
     "tabular": "gradtune.tasks.tabular:Tabular",
     "causal_lm": "gradtune.tasks.causal_lm:CausalLM",
     "instruct": "gradtune.tasks.instruct:Instruct",
+    "qa": "gradtune.tasks.qa:QuestionAnswering",
 }
 
 

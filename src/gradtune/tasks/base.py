@@ -38,7 +38,7 @@ import datasets
 import torch
 from torchmetrics import MetricCollection
 
-from gradtune.data.batching import model_inputs, tokenize_texts
+from gradtune.data.batching import logits_of, model_inputs, tokenize_texts
 from gradtune.data.rows import encode_column
 from gradtune.errors import GradtuneError
 
@@ -175,7 +175,7 @@ class Task:
         metrics = self.make_metrics(meta).to(accelerator.device)
         loss_total, units = 0.0, 0  # what the loss is averaged over (causal_lm: tokens)
         for batch in loader:
-            logits = model(**model_inputs(batch)).logits
+            logits = logits_of(model(**model_inputs(batch)))
             logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
             loss_total += float(self.loss_sum(logits, labels, meta))
             units += self.loss_units(labels)

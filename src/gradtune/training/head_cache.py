@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from gradtune.data.batching import LengthGroupedBatchSampler, model_inputs
+from gradtune.data.batching import LengthGroupedBatchSampler, logits_of, model_inputs
 
 
 class HeadOnly(nn.Module):
@@ -68,7 +68,7 @@ def head_inputs(model: nn.Module, head: nn.Module, loader: DataLoader, batch_siz
         for indices in order:
             batch = collate([dataset[i] for i in indices])
             seen.clear()
-            logits = model(**model_inputs(batch)).logits
+            logits = logits_of(model(**model_inputs(batch)))
             x = seen[0] if len(seen) == 1 else None
             if x is None or x.dim() != 2 or len(x) != len(logits) or not torch.equal(head(x), logits):
                 return None

@@ -110,7 +110,7 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
     if splits.validation is not None:
         val_ds = task.encode(splits.validation, d.validation or d.train, tokenizer, meta)
 
-    meta["train_examples"] = len(train_ds)  # before packing puts several in a row
+    meta["train_examples"] = len(splits.train)  # rows: one may give several features (qa), several one (packing)
     model = models.build(cfg, tokenizer, task, meta)  # random (seeded) init, or pretrained + the task's head
     if task.writes_text:
         # training never reuses past keys and values; a cache would also hide packed examples' boundaries

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
-from gradtune.data.batching import model_inputs
+from gradtune.data.batching import ENCODER_INPUTS, logits_of, model_inputs
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,16 +56,16 @@ def pieces(batch: dict[str, torch.Tensor], size: int) -> Iterator[dict[str, torc
     n = len(batch["labels"])
     for start in range(0, n, size):
         piece = {k: v[start : start + size] for k, v in batch.items()}
-        if "attention_mask" in piece:
+        if "attention_mask" in piece:  # the encoder's side only: a decoder's inputs have their own length
             width = int(piece["attention_mask"].sum(dim=1).max())
-            piece = {k: v[:, :width] if v.dim() == 2 and k != "labels" else v for k, v in piece.items()}
+            piece = {k: v[:, :width] if k in ENCODER_INPUTS and v.dim() == 2 else v for k, v in piece.items()}
         yield piece
 
 
 def piece_loss(model: torch.nn.Module, piece: dict[str, torch.Tensor], loss_fn: LossFn,
                step_units: float) -> torch.Tensor:
     """forward -> loss: this piece's share of the mean loss of the step."""
-    logits = model(**model_inputs(piece)).logits
+    logits = logits_of(model(**model_inputs(piece)))
     return loss_fn(logits, piece["labels"]) / step_units
 
 

@@ -86,9 +86,12 @@ def _targets(model: nn.Module, s: Any, head: str) -> tuple[list[str], list[str]]
 def _peft_config(model: nn.Module, s: Any, head: str) -> Any:
     import peft
 
-    common = {"task_type": peft.TaskType.SEQ_CLS, "modules_to_save": [head]}
-    if language_model_output(model) == head:  # a causal LM: adapters only, the output layer stays frozen
-        common = {"task_type": peft.TaskType.CAUSAL_LM}
+    kind = peft.TaskType.QUESTION_ANS if type(model).__name__.endswith("ForQuestionAnswering") else \
+        peft.TaskType.SEQ_CLS
+    common = {"task_type": kind, "modules_to_save": [head]}
+    if language_model_output(model) == head:  # a language model: adapters only, the output layer stays frozen
+        kind = peft.TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else peft.TaskType.CAUSAL_LM
+        common = {"task_type": kind}
     forward = inspect.signature(model.forward).parameters
     if s.method in ("prompt_tuning", "prefix_tuning") and "inputs_embeds" not in forward:
         raise GradtuneError(f"strategy.method {s.method}: {type(model).__name__} does not read token embeddings "

@@ -7,7 +7,8 @@ from torch import nn
 
 from gradtune.errors import GradtuneError
 
-HEAD_NAMES = ("classifier", "score", "head")  # HF encoders, HF decoders (Llama, GPT-2), gradtune's scratch models
+# HF encoders, HF decoders (Llama, GPT-2), gradtune's scratch models, HF question answering
+HEAD_NAMES = ("classifier", "score", "head", "qa_outputs")
 
 
 def language_model_output(model: nn.Module) -> str | None:
