@@ -75,6 +75,10 @@ def case(task: str, model: dict[str, Any]) -> Case:
                 for r in sentiment_rows(96, seed=3)]
         return Case({"task": task, "model": model, "data": {"max_length": 32, "doc_stride": 8}, "train": train}, rows,
                     [{"question": "what is it about?", "context": "the movie was great"}])
+    if task == "seq2seq":
+        rows = [{"source": r["text"], "target": r["label"]} for r in sentiment_rows(96, seed=3)]
+        return Case({"task": task, "model": model, "data": {"max_length": 32},
+                     "train": {**train, "max_steps": 54, "lr": 1e-3, "max_new_tokens": 8}}, rows, TEXTS)
     if task == "instruct":
         rows = [{"instruction": f"What is the sentiment of: {r['text']}", "output": r["label"]}
                 for r in sentiment_rows(96, seed=3)]
@@ -95,13 +99,15 @@ def bert(tmp_path_factory) -> str:
 # the gpt for language modelling
 TASK_MODELS = {"classification": None, "regression": None, "multilabel": None, "qa": None, "tabular": {"name": "mlp"},
                "causal_lm": {"name": "gpt", **SMALL_TEXT_MODEL, "num_heads": 2, "vocab_size": 300},
-               "instruct": "chat_llama"}
+               "instruct": "chat_llama",
+               "seq2seq": {"name": "bart", "embedding_size": 32, "hidden_size": 64, "num_heads": 2, "vocab_size": 300}}
 # every family from scratch, on a task it learns
 FAMILY_CASES = {
     "mlp": ("tabular", {"hidden_sizes": [8]}),
     **{cell: ("classification", SMALL_TEXT_MODEL) for cell in ("rnn", "lstm", "gru")},
     "transformer": ("regression", {**SMALL_TEXT_MODEL, "num_heads": 2}),
     "gpt": ("causal_lm", {**SMALL_TEXT_MODEL, "num_heads": 2, "vocab_size": 300}),
+    "bart": ("seq2seq", {**SMALL_TEXT_MODEL, "embedding_size": 32, "num_heads": 2, "vocab_size": 300}),
 }
 
 
@@ -109,6 +115,8 @@ def outputs(predictor: Predictor, inputs: list[Any]) -> Any:
     """What a user gets: predictions, or (a language model) greedy continuations."""
     if predictor.task.writes_text:
         return [predictor.generate(prompt, max_new_tokens=4, greedy=True) for prompt in inputs]
+    if not predictor.task.onnx:  # seq2seq: written translations
+        return predictor.predict(inputs)
     return predictor.logits(inputs)
 
 

@@ -102,7 +102,7 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
     ds, _ = load_split(data, task.columns(meta, labelled=task.labelled), task.text_keys, skip_hint="")
     ds = task.encode(ds, data, predictor.tokenizer, meta, labelled=task.labelled)
     loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False,
-                         collator=task.collator(predictor.tokenizer))
+                         collator=task.collator(predictor.tokenizer, predictor.model))
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
     result = task.evaluate(predictor.model, loader, accelerator, meta)
     result["examples"] = len(set(ds["_row"]))  # rows (a long qa context gives several windows)

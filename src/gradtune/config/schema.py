@@ -96,6 +96,10 @@ class DataConfig(Section):
         None, description="classification: names for the labels, e.g. for labels 0-3: [World, Sports, Business, "
         "Sci/Tech] (in label order: numeric, or sorted) or a mapping {0: World, ...}; used in metrics, the "
         "confusion matrix, predictions and the saved model's id2label")
+    source_column: str = Field("source", description="seq2seq: the column of source texts (what is translated)")
+    target_column: str = Field("target", description="seq2seq: the column of target texts (its translation)")
+    max_target_length: int | None = Field(None, ge=2, description="seq2seq: longer targets are cut (tokens); "
+                                          "null: data.max_length")
     question_column: str = Field("question", description="qa: the column of questions")
     context_column: str = Field("context", description="qa: the column of contexts the answers are spans of")
     answers_column: str = Field(
@@ -217,6 +221,10 @@ class TrainConfig(Section):
     threshold: float | dict[str, float] = Field(
         0.5, description="multilabel: a label is predicted when its probability is above this; one number, or "
         "a mapping label -> threshold (labels not listed: 0.5)")
+    num_beams: int = Field(1, ge=1, description="seq2seq: beams of the beam search that writes the targets at "
+                           "evaluation and prediction; 1 = greedy")
+    max_new_tokens: int = Field(64, ge=1, description="seq2seq: the longest target written at evaluation and "
+                                "prediction (tokens)")
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="smaller changes are no improvement")
     save_every: int | Literal["epoch"] = Field("epoch", description="checkpoint every epoch or N steps")

@@ -186,6 +186,10 @@ def export_onnx(run: str | Path, output_dir: str | Path, opset: int = 18) -> Onn
     require("onnxruntime")
     out = writable_folder(output_dir, "--output")  # checked before the work
     predictor = Predictor(run, device="cpu")
+    if not predictor.task.onnx:
+        raise GradtuneError(f"task {predictor.task.name!r}: its model writes its targets token by token (generation), "
+                            "which the ONNX export (one forward pass to logits) does not cover; predict with the torch "
+                            "backend, or export --format hf")
     if out.resolve() == predictor.path.resolve():
         raise GradtuneError(f"--output {out}: that is the run's model folder; export next to it, e.g. "
                             f"{RunDir(predictor.path.parent).onnx}")

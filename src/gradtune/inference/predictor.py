@@ -17,6 +17,7 @@ from gradtune.errors import GradtuneError
 from gradtune.inference.generation import generate
 from gradtune.rundir import ONNX_MODEL, model_dir, onnx_dir, read_metadata
 from gradtune.tasks import get_task
+from gradtune.tasks.base import Task
 from gradtune.tracking.console import log
 
 
@@ -59,7 +60,7 @@ class Predictor:
         if self.model is not None and self.task.writes_text:  # training turned the cache off; generation wants it
             self.model.config.use_cache = True
         self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
-        self.collate = collate_fn(self.tokenizer, self.task.collator(self.tokenizer))
+        self.collate = collate_fn(self.tokenizer, self.task.collator(self.tokenizer, self.model))
 
     @property
     def labels(self) -> list[str]:
@@ -73,7 +74,7 @@ class Predictor:
             return torch.from_numpy(self.onnx.logits({k: v.numpy() for k, v in inputs.items()})).float()
         return logits_of(self.model(**{k: v.to(self.device) for k, v in inputs.items()})).float().cpu()
 
-    def _logits(self, features: dict[str, list], batch_size: int) -> torch.Tensor:
+    def features_logits(self, features: dict[str, list], batch_size: int) -> torch.Tensor:
         """The logits of encoded features, in order, `batch_size` at a time."""
         names = [k for k in MODEL_INPUTS if k in features and k not in NOT_INPUTS]
         n = len(features[names[0]]) if names else 0
@@ -96,8 +97,10 @@ class Predictor:
     def logits(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = 32) -> torch.Tensor:
         """The model's raw outputs for `inputs` (as predict takes them), one row per input."""
         self._refuse_if_writer()
+        if type(self.task).infer is not Task.infer:  # seq2seq: its outputs are written texts, not logits
+            raise GradtuneError(f"task {self.task.name!r} writes its outputs token by token: use predict")
         rows = self.task.prediction_rows(inputs, pairs, self.metadata)
-        return self._logits(self.task.encode_batch(rows, self.tokenizer, self.metadata), batch_size)
+        return self.features_logits(self.task.encode_batch(rows, self.tokenizer, self.metadata), batch_size)
 
     def predict(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = 32,
                 on_empty: str = "error") -> list[dict[str, Any] | None]:
@@ -125,7 +128,7 @@ class Predictor:
                     empty.append(i)
         if not empty:
             features = self.task.encode_batch(rows, self.tokenizer, self.metadata)
-            return self.task.decode(self._logits(features, batch_size), features, self.metadata)
+            return self.task.decode(self.task.infer(self, features, batch_size), features, self.metadata)
         log.warning(f"Skipped {len(set(empty))} input(s) with empty text (their result is None)")
         kept = [i for i in range(n) if i not in set(empty)]
         results = self.predict_rows({c: [v[i] for i in kept] for c, v in rows.items()}, batch_size) if kept else []

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SEQUENCE, CAUSAL = "AutoModelForSequenceClassification", "AutoModelForCausalLM"  # heads, as a task asks for them
+# heads, as a task asks for them
+SEQUENCE, CAUSAL, SEQ2SEQ = "AutoModelForSequenceClassification", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM"
 
 # model.* keys of a pretrained model (the dropout overrides) and of the text families from scratch
 PRETRAINED_KEYS = ("trust_remote_code", "dropout", "attention_dropout", "classifier_dropout")
@@ -46,6 +47,8 @@ FAMILIES: dict[str, Family] = {
                           "wordpiece", ("first", "mean", "max")),
     "gpt": Family("gradtune.models.gpt", "a transformer decoder, a language model",
                   TEXT_KEYS + ("attention_dropout", "num_heads", "max_positions"), CAUSAL, "bpe"),
+    "bart": Family("gradtune.models.bart", "a transformer encoder-decoder",
+                   TEXT_KEYS + ("attention_dropout", "num_heads", "max_positions"), SEQ2SEQ, "bpe"),
 }
 
 

@@ -20,6 +20,7 @@ TASKS: dict[str, str] = {
     "causal_lm": "gradtune.tasks.causal_lm:CausalLM",
     "instruct": "gradtune.tasks.instruct:Instruct",
     "qa": "gradtune.tasks.qa:QuestionAnswering",
+    "seq2seq": "gradtune.tasks.seq2seq:Seq2Seq",
 }
 
 

@@ -15,7 +15,7 @@ In the order training uses them:
                fit(train, cfg, held_out)         what the run keeps of the training rows (labels, scales)
                encode(ds, path, tokenizer, meta, labelled)   file rows -> model features
                encode_batch(batch, tokenizer, meta)          rows -> features: one or SEVERAL per row
-               collator(tokenizer)               features -> one padded batch
+               collator(tokenizer, model)        features -> one padded batch
     model      model_kwargs(meta)                the head (number of outputs, label maps)
     loss       make_loss(train_cfg, labels, meta), loss_units(labels)
     evaluate   evaluate(model, loader, accelerator, meta)    default: streamed metrics of the logits;
@@ -59,6 +59,7 @@ class Task:
     uses_tokenizer: ClassVar[bool] = True  # the model reads text
     writes_text: ClassVar[bool] = False  # the model generates (gradtune generate), it does not predict
     chat: ClassVar[bool] = False  # generate formats a prompt with the tokenizer's chat template
+    onnx: ClassVar[bool] = True  # its model exports to ONNX as one forward pass (not so a model that writes text)
     auto_model: ClassVar[str] = "AutoModelForSequenceClassification"  # the head a pretrained model gets
     default_model: ClassVar[str] = "minilm"  # model.name when the config leaves it null
     default_strategy: ClassVar[str] = "full"  # strategy.method when the config leaves it null
@@ -128,10 +129,20 @@ class Task:
         features.update({k: batch[k] for k in ("labels", "_row") if k in batch})
         return features
 
-    def collator(self, tokenizer: Any) -> Callable | None:
+    def collator(self, tokenizer: Any, model: Any = None) -> Callable | None:
         """How features become a batch; None: pad the tokenizer's inputs and stack the labels (or,
         without a tokenizer, stack everything)."""
         return None
+
+    def tokenizer_texts(self, rows: datasets.Dataset, meta: dict[str, Any]) -> list[str]:
+        """The texts a tokenizer trained from scratch learns its vocabulary from (the training rows')."""
+        columns = [c for c in (meta.get("text_column"), meta.get("text_pair_column")) if c]
+        return [str(t) for c in columns for t in rows[c]]
+
+    def infer(self, predictor: Any, features: dict[str, list], batch_size: int) -> Any:
+        """The model's outputs for encoded features, as `decode` takes them: the logits (a task that
+        writes its answer, seq2seq, generates it)."""
+        return predictor.features_logits(features, batch_size)
 
     # --- model
     def model_kwargs(self, meta: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class CausalLM(Task):
     default_model = "smollm2"
     text_keys = ("data.text_column",)
     owns = ("data.packing",)
+    onnx = False
 
     def check_config(self, cfg: Any) -> None:
         defaults = type(cfg.data).model_fields
@@ -98,7 +99,7 @@ class CausalLM(Task):
             features["_row"] = batch["_row"]
         return features
 
-    def collator(self, tokenizer: Any) -> DataCollatorForSeq2Seq:
+    def collator(self, tokenizer: Any, model: Any = None) -> DataCollatorForSeq2Seq:
         """Pads input_ids with the pad id and labels with -100 to each batch's longest text."""
         return DataCollatorForSeq2Seq(ready_tokenizer(tokenizer), padding=True, label_pad_token_id=IGNORE)
 

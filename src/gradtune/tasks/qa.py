@@ -141,7 +141,7 @@ class QuestionAnswering(Task):
         out.pop("overflow_to_sample_mapping", None)
         return out
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: Any, model: Any = None) -> Any:
         """Pad the windows' tokens; the answer labels, row and context range are stacked."""
         from transformers import DataCollatorWithPadding
 

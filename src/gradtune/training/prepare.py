@@ -88,12 +88,6 @@ def sample(rows: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dat
     return rows.select(sorted(random.Random(seed).sample(range(len(rows)), limit)))
 
 
-def training_texts(rows: datasets.Dataset, meta: dict[str, Any]) -> list[str]:
-    """The texts a tokenizer trained from scratch learns its vocabulary from: the training rows'."""
-    columns = [c for c in (meta.get("text_column"), meta.get("text_pair_column")) if c]
-    return [str(t) for c in columns for t in rows[c]]
-
-
 def prepare(cfg: Any, run_dir: Path) -> Job:
     """Read the data, load or build the model, and make the loaders."""
     if cfg.train.num_threads:
@@ -104,7 +98,7 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
     splits = read_data(cfg, task)
     meta = splits.meta
     if tokenizer is None and task.uses_tokenizer:  # a model from scratch: its tokenizer learns the training texts
-        tokenizer = models.train_tokenizer(cfg, training_texts(splits.train, meta))
+        tokenizer = models.train_tokenizer(cfg, task.tokenizer_texts(splits.train, meta))
     train_ds = task.encode(splits.train, d.train, tokenizer, meta)
     val_ds = None
     if splits.validation is not None:
@@ -116,7 +110,7 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
         # training never reuses past keys and values; a cache would also hide packed examples' boundaries
         model.config.use_cache = False
     model = apply_strategy(model, cfg.strategy)  # freeze, or wrap with a peft adapter
-    collator = task.collator(tokenizer)
+    collator = task.collator(tokenizer, model)
     train_collator = collator
     if d.packing:  # short examples share rows; position ids mark where each starts
         train_ds, train_collator = pack(train_ds, d.max_length), PackedCollator(tokenizer.pad_token_id)
