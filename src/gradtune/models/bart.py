@@ -23,7 +23,7 @@ def build(cfg: Any, tokenizer: Any, task: Any, meta: dict[str, Any]) -> BartForC
         decoder_ffn_dim=m.hidden_size, encoder_layers=m.num_layers, decoder_layers=m.num_layers,
         encoder_attention_heads=m.num_heads, decoder_attention_heads=m.num_heads,
         max_position_embeddings=m.max_positions or longest, dropout=m.dropout or 0.0,
-        attention_dropout=m.attention_dropout or 0.0, activation_dropout=0.0, scale_embedding=True,
+        attention_dropout=m.attention_dropout or 0.0, activation_dropout=0.0,
         pad_token_id=pad, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, decoder_start_token_id=eos,
         forced_bos_token_id=None, forced_eos_token_id=eos,
     )

@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")  # a WordPiece tokenizer's special tokens, ids 0-3
 BOS, PAD = "<|endoftext|>", "<|pad|>"  # a byte-level BPE tokenizer's special tokens, ids 0-1
+CJK = "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]"  # kana, CJK ideographs, hangul
 
 
 def train_wordpiece(texts: Any, vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
@@ -41,12 +42,17 @@ def train_wordpiece(texts: Any, vocab_size: int, max_length: int) -> PreTrainedT
 def train_bpe(texts: Any, vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (GPT-2's scheme) trained on `texts`: any text encodes without an
     unknown token and decodes back exactly. Every text starts with <|endoftext|> (the start the
-    model predicts the first word from); <|pad|> pads. Deterministic for the same texts."""
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+    model predicts the first word from); <|pad|> pads. Deterministic for the same texts.
+
+    Chinese, Japanese and Korean characters are each a word of their own (as BERT does): written
+    without spaces, they would otherwise merge into long, rare runs of characters that a small
+    data set never sees often enough to learn."""
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, processors, trainers
     from tokenizers.models import BPE
 
     tok = Tokenizer(BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CJK), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, PAD], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
