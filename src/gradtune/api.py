@@ -83,21 +83,25 @@ def _train(cfg: Config, run: RunDir, resume_from: Path | None) -> Any:
     return fit(job)
 
 
-def load(run: str | Path, backend: str = "torch") -> Predictor:
+def load(run: str | Path, backend: str = "torch", num_beams: int | None = None,
+         max_new_tokens: int | None = None) -> Predictor:
     """The trained model of a run directory, with `.predict(texts)` (causal_lm: `.generate(prompt)`);
     backend="onnx" predicts with onnxruntime from the run's ONNX export
-    (`gradtune export RUN --format onnx --output RUN/onnx`)."""
-    return Predictor(run, backend=backend)
+    (`gradtune export RUN --format onnx --output RUN/onnx`). seq2seq: `num_beams` and
+    `max_new_tokens` replace the decoding the run was trained with."""
+    return Predictor(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens)
 
 
-def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[str, Any]:
-    """Metrics of a trained run on a labelled file (same columns as in training)."""
+def evaluate(run: str | Path, data: str | Path, batch_size: int = 64, num_beams: int | None = None,
+             max_new_tokens: int | None = None) -> dict[str, Any]:
+    """Metrics of a trained run on a labelled file (same columns as in training); seq2seq writes the
+    targets with `num_beams` / `max_new_tokens` when given."""
     from accelerate import Accelerator
 
     from gradtune.data.batching import make_loader
     from gradtune.data.rows import load_split
 
-    predictor = Predictor(run)
+    predictor = Predictor(run, num_beams=num_beams, max_new_tokens=max_new_tokens)
     task, meta = predictor.task, predictor.metadata
     ds, _ = load_split(data, task.columns(meta, labelled=task.labelled), task.text_keys, skip_hint="")
     ds = task.encode(ds, data, predictor.tokenizer, meta, labelled=task.labelled)
@@ -110,7 +114,7 @@ def evaluate(run: str | Path, data: str | Path, batch_size: int = 64) -> dict[st
 
 
 def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path, backend: str = "torch",
-                 on_empty: str = "error") -> int:
+                 on_empty: str = "error", num_beams: int | None = None, max_new_tokens: int | None = None) -> int:
     """Predict every row of a file; write CSV (the text, or a tabular model's input columns, then the
     task's columns: label(s) and one probability per label, or value) or JSON lines, chosen by the
     output's extension. A row with an empty text is an error naming its line, as in training; with
@@ -121,7 +125,7 @@ def predict_file(run: str | Path, input_path: str | Path, output_path: str | Pat
     if on_empty not in ("error", "skip"):
         raise GradtuneError(f"on_empty={on_empty!r}: use 'error' or 'skip'")
     output_path = writable_file(output_path, "--output", (".csv", ".jsonl", ".json"))
-    predictor = Predictor(run, backend=backend)
+    predictor = Predictor(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens)
     task, meta = predictor.task, predictor.metadata
     ds = read_table(input_path)
     require_columns(ds, input_path, task.columns(meta, labelled=False))

@@ -99,6 +99,16 @@ def test_predict_needs_text_or_input(trained_run):
     assert result.exit_code == 2 and "--text" in result.output
 
 
+def test_beams_are_for_seq2seq_only(trained_run):
+    result = runner.invoke(app, ["predict", str(trained_run), "--text", "fine", "--num-beams", "4"])
+    assert result.exit_code == 2 and "num_beams applies to task 'seq2seq' only" in result.output
+
+
+def test_pair_counts_must_match(trained_run):
+    result = runner.invoke(app, ["predict", str(trained_run), "--text", "a", "--text", "b", "--pair", "c"])
+    assert result.exit_code == 2 and "one --pair per --text (2 --text, 1 --pair)" in result.output
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(make_config, tmp_path):
     run_dir = tmp_path / "interrupted"
     # many small steps, so the signal arrives mid-training

@@ -181,6 +181,21 @@ def test_predictions_reload_identically_and_name_their_span(qa_run):
     assert alone["answer"] == first[1]["answer"] and alone["score"] == pytest.approx(first[1]["score"], rel=1e-5)
 
 
+def test_the_command_line_answers_a_question_about_a_context(qa_run):
+    from typer.testing import CliRunner
+
+    from gradtune.commands import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(qa_run.run_dir), "--text", "Where was the game?", "--pair", CONTEXT])
+    line = json.loads(result.output.strip().splitlines()[-1])
+    assert line["question"] == "Where was the game?" and line["context"] == CONTEXT
+    [expected] = gradtune.load(qa_run.run_dir).predict(["Where was the game?"], pairs=[CONTEXT])
+    assert line["answer"] == expected["answer"]
+    result = runner.invoke(app, ["predict", str(qa_run.run_dir), "--text", "Where was the game?"])
+    assert result.exit_code == 2 and "--pair CONTEXT" in result.output
+
+
 def test_the_onnx_export_gives_the_same_answers(qa_run):
     result = export(qa_run.run_dir, Path(qa_run.run_dir) / "onnx", format="onnx")
     assert result.max_abs_diff < 1e-4

@@ -86,7 +86,7 @@ def test_translations_reload_identically_and_beam_one_is_greedy(run):
     model = gradtune.load(run.run_dir)
     sources = ["one red cat", "blue house two dog"]
     first = model.predict(sources)
-    assert first == gradtune.load(run.run_dir).predict(sources) and first[0]["text"]
+    assert first == gradtune.load(run.run_dir).predict(sources) and first[0]["generated_text"]
     batch = model.tokenizer(sources, padding=True, return_tensors="pt")
     greedy = model.model.generate(**batch, do_sample=False, max_new_tokens=24)
     assert translate(model.model, model.tokenizer, batch, {"num_beams": 1, "max_new_tokens": 24}) == [
@@ -95,11 +95,21 @@ def test_translations_reload_identically_and_beam_one_is_greedy(run):
     assert len(beams) == 2 and all(beams)
 
 
+def test_eval_and_predict_choose_the_beams_and_the_length_limit(run, files):
+    beams = gradtune.evaluate(run.run_dir, files["dev"], num_beams=4)
+    assert beams["bleu"] > 60 and beams["examples"] == 30
+    short = gradtune.load(run.run_dir, max_new_tokens=2).predict(["one red cat house"])[0]["generated_text"]
+    assert len(gradtune.load(run.run_dir).tokenizer(short, add_special_tokens=False)["input_ids"]) <= 2
+    assert gradtune.evaluate(run.run_dir, files["dev"], max_new_tokens=2)["bleu"] < beams["bleu"] / 2
+    with pytest.raises(GradtuneError, match="num_beams must be at least 1"):
+        gradtune.load(run.run_dir, num_beams=0)
+
+
 def test_prediction_files_and_onnx(run, tmp_path):
     source = write_csv(tmp_path / "in.csv", [{"source": "one red cat"}, {"source": "two blue dog"}])
     assert gradtune.predict_file(run.run_dir, source, tmp_path / "out.jsonl") == 2
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert lines[0]["source"] == "one red cat" and lines[0]["text"]
+    assert lines[0]["source"] == "one red cat" and lines[0]["generated_text"]
     with pytest.raises(GradtuneError, match="writes its targets token by token"):
         export(run.run_dir, tmp_path / "onnx", format="onnx")
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import transformers
 from transformers import AutoTokenizer
+from transformers.utils.logging import disable_progress_bar
 
 from gradtune import models
 from gradtune.data.batching import MODEL_INPUTS, NOT_INPUTS, collate_fn, logits_of, model_inputs
@@ -19,6 +20,8 @@ from gradtune.rundir import ONNX_MODEL, model_dir, onnx_dir, read_metadata
 from gradtune.tasks import get_task
 from gradtune.tasks.base import Task
 from gradtune.tracking.console import log
+
+disable_progress_bar()  # a "Loading weights" bar before every prediction is noise in piped output
 
 
 def load_model(path: Path, metadata: dict[str, Any]) -> Any:
@@ -39,9 +42,11 @@ class Predictor:
     `.predict([[120.0, 3], {"area": 80, "rooms": 2}])` -> [{"value"}, ...]. With backend="onnx" the
     logits come from onnxruntime on the run's ONNX export (RUN/onnx, see export/onnx.py); the
     decoding is the same. A causal language model (task causal_lm) writes text instead:
-    `.generate("Once upon a time", max_new_tokens=40)`."""
+    `.generate("Once upon a time", max_new_tokens=40)`. A seq2seq model writes its targets with the
+    beams and length limit it was trained with, or with `num_beams` / `max_new_tokens` given here."""
 
-    def __init__(self, run: str | Path, device: str | None = None, backend: str = "torch"):
+    def __init__(self, run: str | Path, device: str | None = None, backend: str = "torch",
+                 num_beams: int | None = None, max_new_tokens: int | None = None):
         if backend not in ("torch", "onnx"):
             raise GradtuneError(f"backend={backend!r}: use 'torch' or 'onnx'")
         self.onnx = None  # backend "onnx": the logits come from onnxruntime, reading RUN/onnx only
@@ -54,6 +59,7 @@ class Predictor:
             self.path = model_dir(run)
         self.metadata: dict[str, Any] = read_metadata(self.path)
         self.task = get_task(self.metadata["task"])
+        self._decode_with(num_beams=num_beams, max_new_tokens=max_new_tokens)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() and not self.onnx else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(self.path) if self.task.uses_tokenizer else None
         self.model = None if self.onnx else load_model(self.path, self.metadata).to(self.device).eval()
@@ -61,6 +67,16 @@ class Predictor:
             self.model.config.use_cache = True
         self.num_labels = (self.onnx.num_labels or len(self.labels) or 1) if self.onnx else self.model.config.num_labels
         self.collate = collate_fn(self.tokenizer, self.task.collator(self.tokenizer, self.model))
+
+    def _decode_with(self, **settings: int | None) -> None:
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if f"train.{key}" not in self.task.owns:
+                raise GradtuneError(f"{key} applies to task 'seq2seq' only (this run is {self.task.name!r})")
+            if value < 1:
+                raise GradtuneError(f"{key} must be at least 1 (got {value})")
+            self.metadata[key] = value
 
     @property
     def labels(self) -> list[str]:

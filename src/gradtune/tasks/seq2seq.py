@@ -176,7 +176,7 @@ class Seq2Seq(Task):
         return out
 
     def decode(self, outputs: list[str], features: dict[str, list], meta: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"text": text} for text in outputs]
+        return [{"generated_text": text} for text in outputs]  # the key of transformers' text2text pipeline
 
     def csv_columns(self, result: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
-        return {"text": result["text"]}
+        return {"generated_text": result["generated_text"]}
