@@ -21,6 +21,14 @@ from gradtune.training.prepare import prepare
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
+@pytest.fixture(autouse=True)
+def no_report_unless_asked(request, monkeypatch):
+    """Training writes RUN/report/ by default (report: true), which costs a test about 0.4 s (2 s for
+    the first, importing matplotlib): only tests marked `report` (tests/report/) write one."""
+    if request.node.get_closest_marker("report") is None:
+        monkeypatch.setattr("gradtune.api._report", lambda run: None)
+
 POSITIVE = ["good", "great", "lovely", "excellent", "wonderful", "superb", "fun", "brilliant"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "poor", "dull", "horrible", "weak"]
 SUBJECTS = ["the movie", "the food", "the hotel", "this book", "the service", "the app", "the show"]

@@ -30,6 +30,7 @@ class Run:
     steps: int = 0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+    report: Path | None = None  # RUN/report/index.html (None: report=false, or it failed)
 
     def predictor(self) -> Predictor:
         return Predictor(self.run_dir)
@@ -54,11 +55,26 @@ def train(
         if cfg.data.test:
             test_metrics = evaluate(run.path, cfg.data.test, cfg.train.eval_batch_size or 2 * cfg.train.batch_size)
             run.test_metrics.write_text(json.dumps(test_metrics, indent=1))
+        report = _report(run) if cfg.report and os.environ.get("RANK", "0") == "0" else None
     return Run(
         run_dir=run.path, metrics=progress.last_eval, test_metrics=test_metrics, best_metric=progress.best_metric,
         best_step=progress.best_step, steps=progress.step, train_seconds=progress.train_seconds,
-        samples_per_second=progress.samples / max(progress.train_seconds, 1e-9),
+        samples_per_second=progress.samples / max(progress.train_seconds, 1e-9), report=report,
     )
+
+
+def _report(run: RunDir) -> Path | None:
+    """RUN/report/ at the end of training. A failure warns: the trained run stays complete."""
+    from gradtune.report import write_report
+
+    try:
+        page = write_report(run.path)
+    except Exception as e:  # the report is a view of the run; never lose the run over it
+        log.warning(f"The report could not be written ({type(e).__name__}: {e}); the run itself is complete. "
+                    f"Try again with `gradtune report {run.path}`")
+        return None
+    console.print(f"Report: {page}")
+    return page
 
 
 def _train(cfg: Config, run: RunDir, resume_from: Path | None) -> Any:

@@ -8,6 +8,7 @@ Everything after training (eval, predict, generate, export, compare) reads a run
       model/                 the best (or final) model: weights (safetensors), tokenizer,
                              gradtune.json (task, labels, inputs, strategy), label_map.json
       test_metrics.json      data.test scored with the best model
+      report/                index.html (one self-contained page) and its PNGs: `gradtune report RUN`
       onnx/                  `gradtune export RUN --format onnx --output RUN/onnx`
 """
 
@@ -60,6 +61,10 @@ class RunDir:
         return self.path / "test_metrics.json"
 
     @property
+    def report(self) -> Path:
+        return self.path / "report"
+
+    @property
     def onnx(self) -> Path:
         return self.path / "onnx"
 
@@ -83,7 +88,8 @@ class RunDir:
     def clear(self) -> None:
         """Remove what a training run writes (for --overwrite); anything else in the folder stays."""
         leftovers = list(self.path.glob("model.*"))  # an interrupted replacement of model/
-        for target in (self.checkpoints, self.model, self.metrics, self.config, self.test_metrics, *leftovers):
+        for target in (self.checkpoints, self.model, self.metrics, self.config, self.test_metrics, self.report,
+                       *leftovers):
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 

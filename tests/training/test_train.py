@@ -42,7 +42,8 @@ def test_run_directory_holds_what_later_commands_read(make_config):
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in model_files)
     assert json.loads((d / "model" / "label_map.json").read_text()) == {"0": "negative", "1": "positive"}
     records = read_metrics(d / "metrics.jsonl")
-    assert {r["kind"] for r in records} == {"setup", "train", "eval"}
+    assert {r["kind"] for r in records} == {"setup", "train", "eval", "end"}
+    assert records[-1]["kind"] == "end" and records[-1]["status"] == "finished"  # how training ended, last
     assert [r["step"] for r in records if r["kind"] == "eval"] == [20, 40]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 # each module adds its command to the app; `gradtune --help` lists them in this order
 # isort: off
-from gradtune.commands import train, evaluate, predict, generate, export, quickstart  # noqa: F401
-from gradtune.commands import compare, lr_find, gradcheck  # noqa: F401
+from gradtune.commands import train, evaluate, predict, generate, export, serve, quickstart  # noqa: F401
+from gradtune.commands import compare, lr_find, gradcheck, report, runs  # noqa: F401
 # isort: on
 from gradtune.commands.app import app
 

@@ -234,6 +234,9 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16", "fp64"] = Field(
         "auto", description="auto: fp32 on CPU, bf16/fp16 on a GPU that has it; fp64 for exact checks")
     progress: bool = Field(True, description="show the progress bar")
+    trackers: list[str] = Field(
+        [], description="experiment trackers that also get the logged metrics and the config: tensorboard "
+        "(RUN/tensorboard/), mlflow (MLFLOW_TRACKING_URI, else RUN/mlruns/); see docs/tracking.md")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -259,6 +262,19 @@ class TrainConfig(Section):
             raise ValueError("must be 'epoch' or a number of steps >= 1")
         return v
 
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _tracker_list(cls, v: object) -> object:
+        # train.trackers=tensorboard or =tensorboard,mlflow on the command line: a list of names
+        return [name.strip() for name in v.split(",") if name.strip()] if isinstance(v, str) else v
+
+    @field_validator("trackers")
+    @classmethod
+    def _known_trackers(cls, v: list[str]) -> list[str]:
+        from gradtune.tracking.trackers import check_trackers
+
+        return check_trackers(v)
+
 
 class Config(Section):
     task: Literal[tuple(TASKS)] = Field("classification", description="what is learned")
@@ -267,6 +283,8 @@ class Config(Section):
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
     output_dir: str = Field("runs/default", description="the run directory")
+    report: bool = Field(True, description="write RUN/report/ at the end of training: one HTML page with the curves, "
+                         "metrics and the model's mistakes (`gradtune report RUN` writes it later)")
     # train keys the validator filled in from the task's defaults: a re-validation with another
     # task (as_config with task=...) must choose them again, not keep the old task's
     _filled: set[str] = PrivateAttr(default_factory=set)

@@ -23,6 +23,7 @@ In the order training uses them:
     predict    prediction_rows(inputs, pairs, meta), file_rows(ds, path, meta)  -> rows of input columns
                decode(logits, features, meta)    model outputs -> one result per row
                csv_columns(result, meta), shown_inputs(rows, meta)
+    serve      request_fields, hf_task            what `gradtune serve` reads (serve/)
 
 `meta` is the run's gradtune.json: everything the task recorded (input_settings + fit), so that
 eval and predict, in another process or on another machine, encode and decode exactly as training did.
@@ -64,6 +65,10 @@ class Task:
     default_model: ClassVar[str] = "minilm"  # model.name when the config leaves it null
     default_strategy: ClassVar[str] = "full"  # strategy.method when the config leaves it null
     text_keys: ClassVar[tuple[str, ...]] = ("data.text_column", "data.text_pair_column")  # must not be empty
+    # gradtune serve: the POST /predict fields that hold predict's inputs (and pairs), and the Hugging Face
+    # Inference API task that POST / speaks (a name in serve/hf_protocol.py; None: none)
+    request_fields: ClassVar[tuple[str, ...]] = ("texts", "pairs")
+    hf_task: ClassVar[str | None] = "text-classification"
 
     # --- config
     def reads(self, cfg: Any) -> set[str]:

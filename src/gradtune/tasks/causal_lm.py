@@ -64,6 +64,8 @@ class CausalLM(Task):
     labelled = False  # the text is its own target
     writes_text = True
     auto_model = "AutoModelForCausalLM"
+    request_fields = ("prompts",)
+    hf_task = "text-generation"
     default_model = "smollm2"
     text_keys = ("data.text_column",)
     owns = ("data.packing",)

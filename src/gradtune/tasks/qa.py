@@ -52,6 +52,8 @@ class QuestionAnswering(Task):
     default_metric = "f1"
     shown_metrics = ("exact_match", "f1", "loss")
     auto_model = "AutoModelForQuestionAnswering"
+    request_fields = ("questions", "contexts")
+    hf_task = "question-answering"
     owns = ("data.question_column", "data.context_column", "data.answers_column", "data.doc_stride",
             "data.max_answer_length")
     text_keys = ("data.question_column", "data.context_column")

@@ -57,6 +57,8 @@ class Seq2Seq(Task):
     default_metric = "bleu"
     shown_metrics = ("bleu", "chrf", "loss")
     auto_model = "AutoModelForSeq2SeqLM"
+    request_fields = ("texts",)
+    hf_task = "text2text-generation"
     default_model = "bart"  # no pretrained encoder-decoder is bundled: a small one from scratch
     owns = ("data.source_column", "data.target_column", "data.max_target_length", "train.num_beams",
             "train.max_new_tokens")

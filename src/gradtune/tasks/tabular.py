@@ -103,6 +103,8 @@ def encode_rows(columns: dict[str, list], meta: dict[str, Any], where: str) -> l
 
 class Tabular(Task):
     name = "tabular"
+    request_fields = ("rows",)
+    hf_task = "tabular"  # the payload of tabular-classification and tabular-regression
     losses = Regression.losses + Classification.losses  # the first (mse) is the default
     metrics = tuple(dict.fromkeys(Regression.metrics + Classification.metrics))
     default_metric = Regression.default_metric

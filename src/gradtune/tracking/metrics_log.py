@@ -9,7 +9,8 @@ from typing import Any
 
 class MetricsLog:
     """Append-only JSON lines. On resume, records written after the checkpoint's step are
-    dropped, so the file reads as if the run had never been interrupted."""
+    dropped, and so is the record of how the earlier attempt ended, so the file reads as if the run
+    had never been interrupted."""
 
     def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled  # one writer: the main process
@@ -21,7 +22,7 @@ class MetricsLog:
             kept = [
                 line
                 for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
+                if line.strip() and (r := json.loads(line))["step"] <= resume_step and r["kind"] != "end"
             ]
             self.path.write_text("".join(line + "\n" for line in kept))
 

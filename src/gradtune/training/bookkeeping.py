@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,10 +17,12 @@ from rich.text import Text
 
 from gradtune.data.files import row_location
 from gradtune.errors import GradtuneError
+from gradtune.report.machine import describe as describe_machine
 from gradtune.rundir import RunDir, write_model_dir
 from gradtune.tracking.console import console
 from gradtune.tracking.gradient_health import GradientHealth
 from gradtune.tracking.metrics_log import MetricsLog
+from gradtune.tracking.trackers import RunTrackers
 from gradtune.training.checkpoint import load_checkpoint, save_checkpoint
 from gradtune.training.prepare import Job
 from gradtune.training.step import StepResult
@@ -67,12 +71,43 @@ class Bookkeeper:
             self.say(f"Resuming from {job.resume_from} (step {self.progress.step}, epoch {self.progress.epoch})")
         self.log = MetricsLog(self.run.metrics, self.progress.step if job.resume_from else None,
                               enabled=accelerator.is_main_process)
-        if job.resume_from is None:  # what trains: the strategy's share
-            self.log.write({"kind": "setup", "step": 0, "strategy": job.cfg.strategy.method,
-                            **job.metadata["parameters"]})
+        if job.resume_from is None:  # what trains: the strategy's share, and where (for the report)
+            self.log.write({"kind": "setup", "step": 0, "started": round(time.time(), 3),
+                            "strategy": job.cfg.strategy.method,
+                            **job.metadata["parameters"],
+                            "machine": describe_machine(accelerator.device, accelerator.num_processes)})
+        # train.trackers: the config as hyper-parameters now, then the records metrics.jsonl gets
+        self.trackers = RunTrackers(accelerator, job.cfg.model_dump(mode="json"), job.run_dir,
+                                    lambda message: self.say(message, style="yellow"))
         self._window()
         self.probe: tuple[dict[str, float], Any] | None = None
         self.logged_loss: float | None = None  # the last training record's loss, for the progress bar
+
+    def record(self, record: dict[str, Any]) -> None:
+        """A line of metrics.jsonl, and the same scalars for the trackers."""
+        self.log.write(record)
+        self.trackers.log(record)
+
+    @contextmanager
+    def ending(self) -> Iterator[None]:
+        """Around the loop: however training ends, metrics.jsonl's last record says how (`gradtune
+        runs` reads it): finished, interrupted (Ctrl-C or SIGTERM; the checkpoint resumes) or failed
+        (with the error), and the trackers end with that status."""
+        status, error = "failed", None
+        try:
+            yield
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException as err:
+            error = (str(err) if isinstance(err, GradtuneError) else f"{type(err).__name__}: {err}")[:2000]
+            raise
+        finally:
+            p = self.progress
+            self.log.write({"kind": "end", "step": p.step, "elapsed": round(p.train_seconds, 3), "status": status,
+                            "error": error, "time": round(time.time(), 3)})
+            self.trackers.end(status)
 
     def _window(self) -> None:
         self.window = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
@@ -85,7 +120,7 @@ class Bookkeeper:
 
     def skipped(self, step: StepResult) -> None:
         self.progress.skipped_steps += 1
-        self.log.write({"kind": "skip", "step": self.progress.step + 1, "loss": step.loss, "grad_norm": step.grad_norm})
+        self.record({"kind": "skip", "step": self.progress.step + 1, "loss": step.loss, "grad_norm": step.grad_norm})
 
     def after_update(self, step: StepResult, loader_batches: int, batches: int, seconds: float, done: bool) -> bool:
         """Count the step, log it (every train.log_every steps and the last), check gradient health.
@@ -114,7 +149,7 @@ class Bookkeeper:
             if self.probe is not None:
                 record["layer_grad_norm"] = layer_norms
                 record["update_ratio"] = self.health.update_ratios(self.probe[1])
-            self.log.write(record)
+            self.record(record)
             self.logged_loss = record["loss"]
             self._window()
         return end_of_epoch
@@ -143,9 +178,9 @@ class Bookkeeper:
         if hasattr(self.scheduler, "observe"):  # the plateau schedule reacts to the validation metric
             self.scheduler.observe(value)
         best = improved(value, p.best_metric, self.mode, cfg.early_stopping_min_delta)
-        self.log.write({"kind": "eval", "step": p.step, "epoch": round(p.step / self.steps_per_epoch, 4),
-                        "elapsed": round(p.train_seconds, 3),
-                        **{k: v for k, v in result.items() if k != "confusion_matrix"}})
+        self.record({"kind": "eval", "step": p.step, "epoch": round(p.step / self.steps_per_epoch, 4),
+                     "elapsed": round(p.train_seconds, 3),
+                     **{k: v for k, v in result.items() if k != "confusion_matrix"}})
         shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *self.job.task.shown_metrics])
                           if k in result)  # tabular shows regression's or classification's
         self.say(Text.assemble(f"step {p.step}: {shown}", ("  (best)" if best else "", "green")))

@@ -1,5 +1,5 @@
-"""Ctrl-C during training: the first asks the loop to stop after the current step (it then saves a
-checkpoint), a second aborts at once."""
+"""Ctrl-C (or SIGTERM: `kill`, a cluster's preemption) during training: the first asks the loop to stop
+after the current step (it then saves a checkpoint), a second aborts at once."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from gradtune.tracking.console import console
 
 
 class StopOnInterrupt:
-    """The first Ctrl-C sets `requested`; a second Ctrl-C raises KeyboardInterrupt. Outside the
+    """The first Ctrl-C or SIGTERM sets `requested`; a second raises KeyboardInterrupt. Outside the
     main thread signals can't be caught: a no-op there."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -26,9 +28,11 @@ class StopOnInterrupt:
 
     def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            if previous is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(sig, previous)
+        self._previous = {}

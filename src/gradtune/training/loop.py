@@ -16,6 +16,7 @@ import math
 import time
 
 from gradtune.tracking.console import progress_bar
+from gradtune.tracking.trackers import tracker_objects
 from gradtune.training.bookkeeping import Bookkeeper, Progress, due
 from gradtune.training.interrupt import StopOnInterrupt
 from gradtune.training.optim import build_optimizer, build_scheduler, step_plan
@@ -25,7 +26,7 @@ from gradtune.training.step import make_accelerator, pieces, train_step, update_
 
 def fit(job: Job) -> Progress:
     cfg = job.cfg.train
-    accelerator = make_accelerator(cfg.precision)
+    accelerator = make_accelerator(cfg.precision, tracker_objects(cfg.trackers, job.run_dir))
     if cfg.precision == "fp64":
         job.model.double()
     plan = step_plan(cfg)  # examples per loader batch, per micro-batch, loader batches per step
@@ -41,7 +42,9 @@ def fit(job: Job) -> Progress:
     progress = books.progress  # where a resumed run starts
 
     model.train()
-    with StopOnInterrupt() as interrupt, progress_bar(cfg.progress and accelerator.is_main_process) as bar:
+    # books.ending(): metrics.jsonl's end record (finished / interrupted / failed) and the trackers' end
+    with (books.ending(), StopOnInterrupt() as interrupt,
+          progress_bar(cfg.progress and accelerator.is_main_process) as bar):
         task_bar = bar.add_task("train", total=total_steps, completed=progress.step, status="")
         while progress.step < total_steps and not progress.finished and not interrupt.requested:
             job.train_loader.batch_sampler.set_epoch(progress.epoch)  # this epoch's shuffle, the same on resume
@@ -78,11 +81,11 @@ def fit(job: Job) -> Progress:
                 if progress.finished or interrupt.requested:
                     break
 
-    if interrupt.requested and not progress.finished:
-        books.say(f"Checkpoint saved at step {progress.step}; continue with --resume")
-        raise KeyboardInterrupt
-    if progress.skipped_steps:
-        books.say(f"{progress.skipped_steps} step(s) skipped for a non-finite loss or gradient", style="yellow")
-    if val_loader is None:
-        books.save_model()  # nothing to choose by: the final weights are the model
+        if interrupt.requested and not progress.finished:
+            books.say(f"Checkpoint saved at step {progress.step}; continue with --resume")
+            raise KeyboardInterrupt
+        if progress.skipped_steps:
+            books.say(f"{progress.skipped_steps} step(s) skipped for a non-finite loss or gradient", style="yellow")
+        if val_loader is None:
+            books.save_model()  # nothing to choose by: the final weights are the model
     return progress

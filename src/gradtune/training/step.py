@@ -34,9 +34,11 @@ def mixed_precision(choice: str) -> str:
     return choice
 
 
-def make_accelerator(precision: str) -> Accelerator:
+def make_accelerator(precision: str, log_with: list | None = None) -> Accelerator:
+    """`log_with`: accelerate tracker objects (tracking.trackers.tracker_objects)."""
     # cpu=True on a machine without a GPU: only then does accelerate see torchrun's processes (MULTI_CPU)
-    return Accelerator(mixed_precision=mixed_precision(precision), cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision(precision), cpu=not torch.cuda.is_available(),
+                       log_with=log_with or None)
 
 
 def update_groups(batches: Iterable[dict], accumulate: int | None) -> Iterator[list[dict]]:
