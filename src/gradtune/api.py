@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,11 @@ class Run:
 
 def train(
     config: Config | dict | str | Path, overrides: list[str] | None = None, *, resume: bool = False,
-    overwrite: bool = False,
+    overwrite: bool = False, on_eval: Callable[[int, dict[str, Any]], str | None] | None = None,
 ) -> Run:
-    """Train from a config (object, dict or YAML path) plus `key=value` overrides."""
+    """Train from a config (object, dict or YAML path) plus `key=value` overrides. `on_eval(step,
+    metrics)` is called after each evaluation; a reason it returns stops training there (as a
+    sweep's pruner does)."""
     cfg = as_config(config, overrides)
     run = RunDir(Path(cfg.output_dir))
     # one live run per folder (under torchrun the main process owns it); this also checks, before any
@@ -50,7 +53,7 @@ def train(
         resume_from, changed = start_training(run, cfg.model_dump(mode="json"), resume, overwrite)
         if changed:
             log.warning(f"Resuming with a config that differs from the run's in: {', '.join(changed)}")
-        progress = _train(cfg, run, resume_from)
+        progress = _train(cfg, run, resume_from, on_eval)
         test_metrics = {}
         if cfg.data.test:
             test_metrics = evaluate(run.path, cfg.data.test, cfg.train.eval_batch_size or 2 * cfg.train.batch_size)
@@ -77,13 +80,13 @@ def _report(run: RunDir) -> Path | None:
     return page
 
 
-def _train(cfg: Config, run: RunDir, resume_from: Path | None) -> Any:
+def _train(cfg: Config, run: RunDir, resume_from: Path | None, on_eval: Callable | None = None) -> Any:
     """Prepare the job, record the config, say what trains, and run the loop."""
     from gradtune.training.loop import fit
     from gradtune.training.prepare import prepare
 
     job = prepare(cfg, run.path)
-    job.resume_from = resume_from
+    job.resume_from, job.on_eval = resume_from, on_eval
     run.path.mkdir(parents=True, exist_ok=True)
     run.config.write_text(cfg.to_yaml())
     counts = job.metadata["parameters"]  # of the whole model (the loop may run only its head)

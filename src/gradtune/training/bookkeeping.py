@@ -82,6 +82,7 @@ class Bookkeeper:
         self._window()
         self.probe: tuple[dict[str, float], Any] | None = None
         self.logged_loss: float | None = None  # the last training record's loss, for the progress bar
+        self.stopped_by: str | None = None  # why job.on_eval stopped training (a sweep's pruner)
 
     def record(self, record: dict[str, Any]) -> None:
         """A line of metrics.jsonl, and the same scalars for the trackers."""
@@ -106,7 +107,8 @@ class Bookkeeper:
         finally:
             p = self.progress
             self.log.write({"kind": "end", "step": p.step, "elapsed": round(p.train_seconds, 3), "status": status,
-                            "error": error, "time": round(time.time(), 3)})
+                            "error": error, "time": round(time.time(), 3),
+                            **({"stopped_by": self.stopped_by} if self.stopped_by else {})})
             self.trackers.end(status)
 
     def _window(self) -> None:
@@ -184,11 +186,17 @@ class Bookkeeper:
         shown = "  ".join(f"{k} {result[k]:.4f}" for k in dict.fromkeys([cfg.metric, *self.job.task.shown_metrics])
                           if k in result)  # tabular shows regression's or classification's
         self.say(Text.assemble(f"step {p.step}: {shown}", ("  (best)" if best else "", "green")))
+        # a sweep's pruner (job.on_eval) may stop a trial that trails the others; its run says why
+        self.stopped_by = self.job.on_eval(p.step, result) if self.job.on_eval else None
+        if self.stopped_by:
+            self.say(f"Stopped: {self.stopped_by}", style="yellow")
         if best:
             p.best_metric, p.best_step = value, p.step
             p.evals_without_improvement = 0
             self.save_model()
-            return False
+            return bool(self.stopped_by)
+        if self.stopped_by:
+            return True
         p.evals_without_improvement += 1
         stop = cfg.early_stopping_patience is not None and p.evals_without_improvement >= cfg.early_stopping_patience
         if stop:

@@ -5,6 +5,7 @@ The loop, the learning-rate finder and the gradient check all start here."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class Job:
     metadata: dict[str, Any]  # saved as model/gradtune.json
     loss_fn: LossFn  # the summed training loss
     resume_from: Path | None = None
+    # called after each evaluation with (step, metrics); a returned reason stops training (a sweep's pruner)
+    on_eval: Callable[[int, dict[str, Any]], str | None] | None = None
 
 
 @dataclass
