@@ -7,13 +7,17 @@ processes' output can run into one line), and torchrun gets a port that is free 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import gradtune
 from gradtune.tracking.metrics_log import read_metrics
@@ -59,9 +63,9 @@ def test_two_processes_train_one_run(make_config, wide_init_bert, tmp_path):
     records = read_metrics(run_dir / "metrics.jsonl")
     steps = [(r["kind"], r["step"]) for r in records]
     assert len(steps) == len(set(steps)), "a record was written by both processes"
-    # each step takes one batch per process: an epoch of 2 processes has half the steps
+    # train.batch_size is the batch of a step, shared by the processes: the same steps as on one
     n_train = sum(1 for _ in open(cfg["data"]["train"])) - 1
-    assert results[0]["steps"] == 10 * -(-n_train // 16)
+    assert results[0]["steps"] == 10 * -(-n_train // 8)
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals[-1]["accuracy"] > 0.8 and evals[-1]["loss"] < evals[0]["loss"]
     # the gathered validation metrics are those of one process scoring every example once
@@ -100,3 +104,80 @@ def test_a_nan_on_one_process_stops_every_process(make_config, wide_init_bert, t
     assert len(results) == 2, done.stdout[-2000:] + done.stderr[-2000:]
     stopped = [r["stopped"] for r in results]  # both, at the same step
     assert stopped[0] is not None and stopped[0] == stopped[1] and "non-finite loss at step 5" in stopped[0]
+
+
+def gradtune_nproc(config: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`gradtune train CONFIG --nproc 2 ...`, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "gradtune", "train", str(config), "--nproc", "2", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def weights(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_two_processes_train_as_one_with_the_same_batch(make_config, wide_init_bert, tmp_path):
+    # no dropout: each process draws its own masks for its share, one process draws them for the whole batch
+    settings = dict(model__name=str(wide_init_bert), model__dropout=0.0, model__attention_dropout=0.0,
+                    model__classifier_dropout=0.0, train__epochs=2, train__batch_size=16, train__log_every=1)
+    one = gradtune.train(make_config(**settings, output_dir=str(tmp_path / "one")))
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(make_config(**settings, output_dir=str(tmp_path / "two"))))
+    done = gradtune_nproc(config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 processes: each step's batch of 16 is shared, 8 examples per process" in " ".join(done.stderr.split())
+    two = tmp_path / "two"
+    assert train_losses(two) == pytest.approx(train_losses(one.run_dir), rel=1e-4)  # step by step
+    a, b = weights(one.run_dir), weights(two)
+    # attention's key bias adds the same amount to every score of a query, which softmax ignores: its
+    # true gradient is 0, and AdamW turns the float noise left in it into lr-sized random steps
+    diffs = {k: float((a[k] - b[k]).abs().max()) for k in a if not k.endswith("key.bias")}
+    assert a.keys() == b.keys() and max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_two_processes_resume_to_the_weights_of_an_uninterrupted_run(make_config, wide_init_bert, tmp_path):
+    settings = dict(model__name=str(wide_init_bert), train__epochs=30, train__batch_size=16, train__log_every=1,
+                    train__eval_every=1000, train__save_every=1000)
+    whole, cut = tmp_path / "whole.yaml", tmp_path / "cut.yaml"
+    whole.write_text(yaml.safe_dump(make_config(**settings, output_dir=str(tmp_path / "whole"))))
+    cut.write_text(yaml.safe_dump(make_config(**settings, output_dir=str(tmp_path / "cut"))))
+    assert gradtune_nproc(whole).returncode == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "gradtune", "train", str(cut), "--nproc", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('"train"') >= 20):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the group, as in a terminal
+    _, said = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "continue with --resume" in said, said[-3000:]
+    stopped = [r for r in read_metrics(metrics) if r["kind"] == "end"]
+    assert stopped and stopped[-1]["status"] == "interrupted" and stopped[-1]["step"] < 300
+
+    done = gradtune_nproc(cut, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert train_losses(tmp_path / "cut") == pytest.approx(train_losses(tmp_path / "whole"), rel=1e-5)
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    diffs = {k: float((a[k] - b[k]).abs().max()) for k in a}
+    assert max(diffs.values()) < 1e-6, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_a_batch_the_processes_cannot_share_equally_is_refused():
+    from gradtune.errors import GradtuneError
+    from gradtune.training.step import check_split
+
+    with pytest.raises(GradtuneError, match=r"train.batch_size is 16, which 3 processes can't share equally: use a "
+                                            r"multiple of 3, e.g. train.batch_size=15"):
+        check_split(16, 32, 3)
+    with pytest.raises(GradtuneError, match="train.eval_batch_size is 9"):
+        check_split(16, 9, 2)
+    with pytest.raises(GradtuneError, match="gd_mode stochastic takes one example per step"):
+        check_split(1, None, 2)
+    check_split(16, 32, 2)  # shared equally: fine

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from rich.text import Text
 
@@ -66,7 +67,8 @@ class Bookkeeper:
         self.health = GradientHealth(accelerator.unwrap_model(model), lambda message: self.say(message, style="yellow"))
         self.progress = Progress()
         if job.resume_from is not None:
-            saved = load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+            saved = load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
+                                    accelerator.process_index, accelerator.num_processes)
             self.progress = Progress(**saved)
             self.say(f"Resuming from {job.resume_from} (step {self.progress.step}, epoch {self.progress.epoch})")
         self.log = MetricsLog(self.run.metrics, self.progress.step if job.resume_from else None,
@@ -110,6 +112,14 @@ class Bookkeeper:
                             "error": error, "time": round(time.time(), 3),
                             **({"stopped_by": self.stopped_by} if self.stopped_by else {})})
             self.trackers.end(status)
+
+    def stop_requested(self, interrupt: Any) -> bool:
+        """Whether Ctrl-C / SIGTERM reached any process: under several processes every one must stop
+        at the same step (a process that stopped alone would leave the others waiting for it)."""
+        if self.accelerator.num_processes == 1:
+            return interrupt.requested
+        flag = torch.tensor(float(interrupt.requested), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, "sum") > 0)
 
     def _window(self) -> None:
         self.window = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
@@ -212,7 +222,10 @@ class Bookkeeper:
         self.accelerator.wait_for_everyone()
 
     def checkpoint(self) -> None:
+        rngs = None
+        if self.accelerator.num_processes > 1:  # every process's RNG, for its own dropout after a resume
+            rngs = self.accelerator.gather(torch.get_rng_state().unsqueeze(0).to(self.accelerator.device)).cpu()
         if self.accelerator.is_main_process:
             save_checkpoint(self.run, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler,
-                            asdict(self.progress), self.cfg.keep_checkpoints)
+                            asdict(self.progress), self.cfg.keep_checkpoints, rngs)
         self.accelerator.wait_for_everyone()

@@ -20,8 +20,10 @@ from gradtune.rundir import RunDir, atomic_dir
 
 
 def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, scheduler: Any, progress: dict,
-                    keep: int) -> Path:
-    """Write the checkpoint of `progress['step']`, then drop all but the newest `keep`."""
+                    keep: int, process_rngs: torch.Tensor | None = None) -> Path:
+    """Write the checkpoint of `progress['step']`, then drop all but the newest `keep`. Under several
+    processes `process_rngs` holds each one's torch RNG state (a row per process): their dropout
+    masks differ, so each resumes its own."""
 
     def write(tmp: Path) -> None:
         save_model(model, str(tmp / "model.safetensors"))
@@ -31,6 +33,7 @@ def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, schedul
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                **({"process_rngs": process_rngs} if process_rngs is not None else {}),
             },
             tmp / "trainer_state.pt",
         )
@@ -42,13 +45,16 @@ def save_checkpoint(run: RunDir, model: torch.nn.Module, optimizer: Any, schedul
     return folder
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict:
-    """Restore weights, optimizer, scheduler and RNG in place; return the progress record."""
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                    process: int = 0, processes: int = 1) -> dict:
+    """Restore weights, optimizer, scheduler and RNG in place (process `process` of `processes`: its
+    own RNG when the checkpoint was written by as many); return the progress record."""
     load_model(model, str(folder / "model.safetensors"))
     state = torch.load(folder / "trainer_state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
+    rngs = state.get("process_rngs")
+    torch.set_rng_state(rngs[process].clone() if rngs is not None and len(rngs) == processes else state["torch_rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return json.loads((folder / "progress.json").read_text())

@@ -1,5 +1,5 @@
 """Ctrl-C (or SIGTERM: `kill`, a cluster's preemption) during training: the first asks the loop to stop
-after the current step (it then saves a checkpoint), a second aborts at once."""
+after the current step (it then saves a checkpoint), a second Ctrl-C aborts at once."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from gradtune.tracking.console import console
 
 
 class StopOnInterrupt:
-    """The first Ctrl-C or SIGTERM sets `requested`; a second raises KeyboardInterrupt. Outside the
-    main thread signals can't be caught: a no-op there."""
+    """The first Ctrl-C or SIGTERM sets `requested`; a second Ctrl-C raises KeyboardInterrupt (a
+    second SIGTERM changes nothing). Outside the main thread signals can't be caught: a no-op there."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -22,9 +22,14 @@ class StopOnInterrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            # only a second Ctrl-C aborts: a SIGTERM after it is a launcher (torchrun) passing the stop
+            # on to its processes, which are already finishing their step to save a checkpoint
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         self.requested = True
-        console.print("Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)", style="yellow")
+        how = "Ctrl-C again to abort" if signum == signal.SIGINT else f"signal {signal.Signals(signum).name}"
+        console.print(f"Interrupted ({how}): saving a checkpoint after this step", style="yellow")
 
     def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():

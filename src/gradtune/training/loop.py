@@ -21,7 +21,7 @@ from gradtune.training.bookkeeping import Bookkeeper, Progress, due
 from gradtune.training.interrupt import StopOnInterrupt
 from gradtune.training.optim import build_optimizer, build_scheduler, step_plan
 from gradtune.training.prepare import Job
-from gradtune.training.step import make_accelerator, pieces, train_step, update_groups
+from gradtune.training.step import check_split, make_accelerator, pieces, train_step, update_groups
 
 
 def fit(job: Job) -> Progress:
@@ -30,6 +30,9 @@ def fit(job: Job) -> Progress:
     if cfg.precision == "fp64":
         job.model.double()
     plan = step_plan(cfg)  # examples per loader batch, per micro-batch, loader batches per step
+    if accelerator.num_processes > 1:  # each process takes its share of every batch
+        check_split(plan.loader_batch, job.val_loader.batch_sampler.batch_size if job.val_loader else None,
+                    accelerator.num_processes)
     optimizer = build_optimizer(job.model, cfg)
     model, optimizer, train_loader = accelerator.prepare(job.model, optimizer, job.train_loader)
     val_loader = accelerator.prepare(job.val_loader) if job.val_loader is not None else None
@@ -40,13 +43,17 @@ def fit(job: Job) -> Progress:
     scheduler = build_scheduler(optimizer, cfg, total_steps, mode)
     books = Bookkeeper(job, accelerator, model, optimizer, scheduler, steps_per_epoch, mode)
     progress = books.progress  # where a resumed run starts
+    if accelerator.num_processes > 1:
+        n = accelerator.num_processes
+        books.say(f"{n} processes: each step's batch of {plan.loader_batch} is shared, {plan.loader_batch // n} "
+                  "examples per process")
 
     model.train()
     # books.ending(): metrics.jsonl's end record (finished / interrupted / failed) and the trackers' end
     with (books.ending(), StopOnInterrupt() as interrupt,
           progress_bar(cfg.progress and accelerator.is_main_process) as bar):
         task_bar = bar.add_task("train", total=total_steps, completed=progress.step, status="")
-        while progress.step < total_steps and not progress.finished and not interrupt.requested:
+        while progress.step < total_steps and not progress.finished and not books.stop_requested(interrupt):
             job.train_loader.batch_sampler.set_epoch(progress.epoch)  # this epoch's shuffle, the same on resume
             batches = accelerator.skip_first_batches(train_loader, progress.batch_in_epoch)
             for group in update_groups(batches, plan.accumulate):
@@ -76,12 +83,13 @@ def fit(job: Job) -> Progress:
                 if val_loader is not None and (due(cfg.eval_every, progress.step, end_of_epoch) or done):
                     stop_early = books.evaluate(val_loader)
                 progress.finished = done or stop_early
-                if due(cfg.save_every, progress.step, end_of_epoch) or progress.finished or interrupt.requested:
+                stop = books.stop_requested(interrupt)  # every process stops at the same step
+                if due(cfg.save_every, progress.step, end_of_epoch) or progress.finished or stop:
                     books.checkpoint()
-                if progress.finished or interrupt.requested:
+                if progress.finished or stop:
                     break
 
-        if interrupt.requested and not progress.finished:
+        if books.stop_requested(interrupt) and not progress.finished:
             books.say(f"Checkpoint saved at step {progress.step}; continue with --resume")
             raise KeyboardInterrupt
         if progress.skipped_steps:

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 
 from gradtune.data.batching import ENCODER_INPUTS, logits_of, model_inputs
+from gradtune.errors import GradtuneError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,10 +36,22 @@ def mixed_precision(choice: str) -> str:
 
 
 def make_accelerator(precision: str, log_with: list | None = None) -> Accelerator:
-    """`log_with`: accelerate tracker objects (tracking.trackers.tracker_objects)."""
+    """`log_with`: accelerate tracker objects (tracking.trackers.tracker_objects). Under several
+    processes, train.batch_size stays the batch of one optimizer step: the loader yields it whole and
+    each process takes its share (split_batches), so the same config takes the same steps on 1 or N
+    processes."""
     # cpu=True on a machine without a GPU: only then does accelerate see torchrun's processes (MULTI_CPU)
     return Accelerator(mixed_precision=mixed_precision(precision), cpu=not torch.cuda.is_available(),
-                       log_with=log_with or None)
+                       log_with=log_with or None, dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def check_split(train_batch: int, eval_batch: int | None, processes: int) -> None:
+    """Each process takes an equal share of every batch: the batches must divide evenly."""
+    for key, size in (("train.batch_size", train_batch), ("train.eval_batch_size", eval_batch)):
+        if size is not None and size % processes:
+            hint = ("gd_mode stochastic takes one example per step and can't be shared" if size == 1 else
+                    f"use a multiple of {processes}, e.g. {key}={max(processes, size - size % processes)}")
+            raise GradtuneError(f"{key} is {size}, which {processes} processes can't share equally: {hint}")
 
 
 def update_groups(batches: Iterable[dict], accumulate: int | None) -> Iterator[list[dict]]:
