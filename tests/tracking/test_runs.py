@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 import gradtune
+from conftest import at_training_step
 from gradtune.commands import app
 from gradtune.folders import FolderLock
 from gradtune.rundir import RunDir
@@ -24,21 +25,6 @@ from gradtune.tracking.runs import list_runs, status_of
 
 OLD = Path(__file__).resolve().parents[1] / "fixtures" / "old_runs"
 runner = CliRunner()
-
-
-def at_training_step(step: int, action):
-    """classification's loss, calling `action(loss)` at the given training step."""
-    real, calls = classification.loss_sum, {"n": 0}
-
-    def loss(logits, labels, **options):
-        value = real(logits, labels, **options)
-        if logits.requires_grad:
-            calls["n"] += 1
-            if calls["n"] == step:
-                return action(value)
-        return value
-
-    return loss
 
 
 def signal_self(sig: int):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import gradtune
+from conftest import at_training_step
 from gradtune.config import as_config
 from gradtune.errors import GradtuneError
 from gradtune.tasks import classification
@@ -19,21 +20,6 @@ from gradtune.tracking.metrics_log import read_metrics
 
 def records(run_dir: Path, kind: str) -> list[dict]:
     return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == kind]
-
-
-def nan_at_step(step: int):
-    """classification's loss, NaN at the given training step (a real non-finite stop)."""
-    real, calls = classification.loss_sum, {"n": 0}
-
-    def loss(logits, labels, **options):
-        value = real(logits, labels, **options)
-        if logits.requires_grad:
-            calls["n"] += 1
-            if calls["n"] == step:
-                return value * float("nan")
-        return value
-
-    return loss
 
 
 def test_tensorboard_event_file_holds_the_logged_scalars(make_config):
@@ -82,7 +68,7 @@ def test_mlflow_honours_the_tracking_uri_and_marks_a_failed_run(make_config, mon
     store = tmp_path / "shared-store"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    monkeypatch.setattr(classification, "loss_sum", nan_at_step(4))
+    monkeypatch.setattr(classification, "loss_sum", at_training_step(4, lambda value: value * float("nan")))
     cfg = make_config(train__epochs=1, train__log_every=1, train__trackers=["mlflow"])
     with pytest.raises(GradtuneError, match="non-finite loss at step 4"):
         gradtune.train(cfg)
