@@ -163,24 +163,28 @@ def make_study(output: Path, name: str, base: Config, pruner: str, prune_after: 
                                sampler=optuna.samplers.TPESampler(seed=base.train.seed))
 
 
+def killed(study: Any) -> set[int]:
+    """The trials a killed sweep cut off: each was queued again by a trial that `resumes` it."""
+    return {t.user_attrs["resumes"] for t in study.trials if "resumes" in t.user_attrs}
+
+
 def counted(study: Any) -> int:
-    """Trials that count towards --trials: finished (complete, pruned or failed), not killed."""
+    """Trials that count towards --trials: finished (complete, pruned or failed), not cut off."""
     from optuna.trial import TrialState
 
-    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(t.state in ended and not t.user_attrs.get("killed") for t in study.trials)
+    ended, cut = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), killed(study)
+    return sum(t.state in ended and t.number not in cut for t in study.trials)
 
 
 def requeue_killed(study: Any) -> int:
-    """Trials a killed sweep left RUNNING: marked failed-by-kill and queued again with the same
-    values, to continue from their last checkpoint. Returns how many."""
+    """Trials a killed sweep left RUNNING: ended as failed and queued again with the same values,
+    to continue from their last checkpoint in their own folder. Returns how many."""
     from optuna.trial import TrialState
 
     stale = [t for t in study.trials if t.state == TrialState.RUNNING]
     for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "killed", True)
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"resume_dir": t.user_attrs.get("run_dir")})
+        study.enqueue_trial(t.params, user_attrs={"resume_dir": t.user_attrs.get("run_dir"), "resumes": t.number})
     return len(stale)
 
 
@@ -294,9 +298,9 @@ def summarize(the_study: Any, base: Config, params: list[Param], output: Path) -
     from optuna.trial import TrialState
 
     metric = base.train.metric
-    rows = []
+    rows, cut = [], killed(the_study)
     for t in the_study.trials:
-        if t.state == TrialState.RUNNING or t.user_attrs.get("killed"):
+        if t.state == TrialState.RUNNING or t.number in cut:
             continue
         rows.append({"trial": t.number, "state": t.state.name.lower(), **t.params,
                      metric: t.value, "pruned_at_step": t.user_attrs.get("pruned_at_step"),
