@@ -258,20 +258,20 @@ def _sweep(config: Any, space: Any, overrides: list[str], params: list[Param], b
                       + (f", {again} cut off by the kill to run again" if again else ""))
     remaining = max(trials - done, 0)
     if remaining and jobs == 1:
-        run_worker(config, space, overrides, output, name, pruning, remaining)
+        the_study.optimize(objective(config, overrides, params, output, base), n_trials=remaining,
+                           catch=(GradtuneError,))
     elif remaining:
         _run_processes(config, space, overrides, output, name, pruning, remaining, jobs, base)
-    return summarize(make_study(output, name, base, *pruning), base, params, output)
+    return summarize(the_study, base, params, output)  # its trials are read from sweep.db, workers' too
 
 
 def run_worker(config: Any, space: Any, overrides: list[str], output: Path, name: str, pruning: tuple[str, int],
                n_trials: int) -> None:
-    """Run `n_trials` trials of the study in this process."""
+    """Run `n_trials` trials of the study in this process (one of the processes of --jobs)."""
     params = read_space(space)
     base = check_space(config, overrides, params)
-    the_study = make_study(output, name, base, *pruning)
-    the_study.optimize(objective(config, overrides, params, output, base), n_trials=n_trials,
-                       catch=(GradtuneError,))
+    make_study(output, name, base, *pruning).optimize(objective(config, overrides, params, output, base),
+                                                      n_trials=n_trials, catch=(GradtuneError,))
 
 
 def _run_processes(config: Any, space: Any, overrides: list[str], output: Path, name: str, pruning: tuple[str, int],
