@@ -95,10 +95,11 @@ def _train(cfg: Config, run: RunDir, resume_from: Path | None, on_eval: Callable
     examples, rows = job.metadata.get("train_examples", len(job.train_loader.dataset)), len(job.train_loader.dataset)
     kind = "packed rows" if cfg.data.packing else "features"
     packed = f" ({rows} {kind})" if rows != examples else ""
-    console.print(f"Training {cfg.model.name} ({counts['total'] / 1e6:.1f}M parameters) on {examples} "
-                  f"examples{packed}, {what} -> {run.path}")
-    console.print(f"Strategy {cfg.strategy.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
-                  f"train ({counts['percent']:.3g}%)")
+    say = console.print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)  # once, not per process
+    say(f"Training {cfg.model.name} ({counts['total'] / 1e6:.1f}M parameters) on {examples} "
+        f"examples{packed}, {what} -> {run.path}")
+    say(f"Strategy {cfg.strategy.method}: {counts['trainable']:,} of {counts['total']:,} parameters "
+        f"train ({counts['percent']:.3g}%)")
     return fit(job)
 
 

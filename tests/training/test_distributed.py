@@ -181,3 +181,21 @@ def test_a_batch_the_processes_cannot_share_equally_is_refused():
     with pytest.raises(GradtuneError, match="gd_mode stochastic takes one example per step"):
         check_split(1, None, 2)
     check_split(16, 32, 2)  # shared equally: fine
+
+
+def test_accelerate_launch_starts_the_same_two_process_run(make_config, wide_init_bert, tmp_path):
+    # accelerate's torchrun launcher is its --multi_gpu one; without GPUs the processes meet over gloo
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(make_config(model__name=str(wide_init_bert), train__epochs=1,
+                                                 train__batch_size=16, output_dir=str(tmp_path / "run"))))
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+         str(free_port()), "-m", "gradtune", "train", str(config)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "2 processes: each step's batch of 16 is shared, 8 examples per process" in said
+    assert said.count("Training ") == 1  # said once, by the main process
+    n_train = sum(1 for _ in open(yaml.safe_load(config.read_text())["data"]["train"])) - 1
+    assert [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "end"][-1]["step"] == \
+        -(-n_train // 16)

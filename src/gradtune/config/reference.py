@@ -27,7 +27,7 @@ def config_reference() -> str:
             continue
         lines += ["", f"## `{section_name}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for name, field in f.annotation.model_fields.items():
-            default = "required" if field.is_required() else f"`{value(field.default)}`"
+            default = "required" if field.is_required() else f"`{value(field.get_default(call_default_factory=True))}`"
             lines.append(f"| `{section_name}.{name}` | {type_name(field.annotation)} | {default} | "
                          f"{field.description or ''} |")
     return "\n".join(lines) + "\n"

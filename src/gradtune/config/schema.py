@@ -4,7 +4,7 @@ fit this task, model and strategy?) are in checks.py."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -276,12 +276,32 @@ class TrainConfig(Section):
         return check_trackers(v)
 
 
+class DistributedConfig(Section):
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="how several processes (`gradtune train --nproc N`, torchrun, accelerate launch) share "
+        "the work, through accelerate: ddp = every process holds the whole model and the gradients are "
+        "averaged; fsdp, deepspeed = the weights, gradients and optimizer state are sharded across GPUs "
+        "(GPUs only; deepspeed needs `pip install deepspeed`). One process ignores it")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="fsdp / deepspeed: keyword arguments for accelerate's "
+        "FullyShardedDataParallelPlugin / DeepSpeedPlugin, e.g. {fsdp_version: 2, cpu_offload: true} or "
+        "{zero_stage: 3}")
+
+    @model_validator(mode="after")
+    def _options_of_the_strategy(self) -> DistributedConfig:
+        from gradtune.training.distributed import check_options
+
+        check_options(self.strategy, self.options)
+        return self
+
+
 class Config(Section):
     task: Literal[tuple(TASKS)] = Field("classification", description="what is learned")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
+    distributed: DistributedConfig = DistributedConfig()
     output_dir: str = Field("runs/default", description="the run directory")
     report: bool = Field(True, description="write RUN/report/ at the end of training: one HTML page with the curves, "
                          "metrics and the model's mistakes (`gradtune report RUN` writes it later)")

@@ -24,7 +24,13 @@ from gradtune.tracking.console import console
 from gradtune.tracking.gradient_health import GradientHealth
 from gradtune.tracking.metrics_log import MetricsLog
 from gradtune.tracking.trackers import RunTrackers
-from gradtune.training.checkpoint import load_checkpoint, save_checkpoint
+from gradtune.training.checkpoint import (
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
+from gradtune.training.distributed import sharded
 from gradtune.training.prepare import Job
 from gradtune.training.step import StepResult
 from gradtune.training.strategies.adapters import save_model
@@ -67,8 +73,9 @@ class Bookkeeper:
         self.health = GradientHealth(accelerator.unwrap_model(model), lambda message: self.say(message, style="yellow"))
         self.progress = Progress()
         if job.resume_from is not None:
-            saved = load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
-                                    accelerator.process_index, accelerator.num_processes)
+            saved = (load_sharded_checkpoint(job.resume_from, accelerator, scheduler) if sharded(accelerator) else
+                     load_checkpoint(job.resume_from, accelerator.unwrap_model(model), optimizer, scheduler,
+                                     accelerator.process_index, accelerator.num_processes))
             self.progress = Progress(**saved)
             self.say(f"Resuming from {job.resume_from} (step {self.progress.step}, epoch {self.progress.epoch})")
         self.log = MetricsLog(self.run.metrics, self.progress.step if job.resume_from else None,
@@ -215,13 +222,20 @@ class Bookkeeper:
 
     def save_model(self) -> None:
         """model/: the weights now, with the tokenizer and gradtune.json (this step and its metrics)."""
+        # a sharded model is gathered whole, every process taking part
+        weights = self.accelerator.get_state_dict(self.model) if sharded(self.accelerator) else None
         if self.accelerator.is_main_process:
             model, meta = self.accelerator.unwrap_model(self.model), {**self.job.metadata, "step": self.progress.step,
                                                                      "metrics": self.progress.last_eval}
-            write_model_dir(self.run.model, lambda folder: save_model(model, folder, meta), self.job.tokenizer, meta)
+            write_model_dir(self.run.model, lambda folder: save_model(model, folder, meta, weights),
+                            self.job.tokenizer, meta)
         self.accelerator.wait_for_everyone()
 
     def checkpoint(self) -> None:
+        if sharded(self.accelerator):
+            save_sharded_checkpoint(self.run, self.accelerator, self.scheduler, asdict(self.progress),
+                                    self.cfg.keep_checkpoints)
+            return
         rngs = None
         if self.accelerator.num_processes > 1:  # every process's RNG, for its own dropout after a resume
             rngs = self.accelerator.gather(torch.get_rng_state().unsqueeze(0).to(self.accelerator.device)).cpu()

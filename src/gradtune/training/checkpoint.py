@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from gradtune.errors import GradtuneError
+from gradtune.folders import recover
 from gradtune.rundir import RunDir, atomic_dir
 
 
@@ -49,6 +51,9 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, schedu
                     process: int = 0, processes: int = 1) -> dict:
     """Restore weights, optimizer, scheduler and RNG in place (process `process` of `processes`: its
     own RNG when the checkpoint was written by as many); return the progress record."""
+    if (folder / "accelerate").is_dir():
+        raise GradtuneError(f"{folder} holds a sharded run's checkpoint (distributed.strategy fsdp or deepspeed): "
+                            "resume it under the same strategy")
     load_model(model, str(folder / "model.safetensors"))
     state = torch.load(folder / "trainer_state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
@@ -57,4 +62,38 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, schedu
     torch.set_rng_state(rngs[process].clone() if rngs is not None and len(rngs) == processes else state["torch_rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return json.loads((folder / "progress.json").read_text())
+
+
+def save_sharded_checkpoint(run: RunDir, accelerator: Any, scheduler: Any, progress: dict, keep: int) -> None:
+    """Under fsdp / deepspeed no process holds the whole model or optimizer state: every process
+    writes its shard with accelerate's `save_state` into a staging folder, then the main process
+    makes it a checkpoint the same way as above (atomically, with the scheduler and progress)."""
+    final = run.checkpoint(progress["step"])
+    staging = final.with_name(final.name + ".shards")
+    if accelerator.is_main_process:
+        recover(final)
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        def write(tmp: Path) -> None:
+            staging.rename(tmp / "accelerate")
+            torch.save({"scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
+            (tmp / "progress.json").write_text(json.dumps(progress, indent=1))
+
+        atomic_dir(final, write)
+        for stale in run.list_checkpoints()[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_sharded_checkpoint(folder: Path, accelerator: Any, scheduler: Any) -> dict:
+    """Every process reads its shard back (model, optimizer, RNG) with accelerate's `load_state`."""
+    if not (folder / "accelerate").is_dir():
+        raise GradtuneError(f"{folder} was written by one process or under distributed.strategy ddp: resume it "
+                            "the same way (distributed.strategy=ddp)")
+    accelerator.load_state(str(folder / "accelerate"))
+    scheduler.load_state_dict(torch.load(folder / "trainer_state.pt", weights_only=True)["scheduler"])
     return json.loads((folder / "progress.json").read_text())

@@ -18,6 +18,7 @@ import time
 from gradtune.tracking.console import progress_bar
 from gradtune.tracking.trackers import tracker_objects
 from gradtune.training.bookkeeping import Bookkeeper, Progress, due
+from gradtune.training.distributed import engine
 from gradtune.training.interrupt import StopOnInterrupt
 from gradtune.training.optim import build_optimizer, build_scheduler, step_plan
 from gradtune.training.prepare import Job
@@ -26,7 +27,7 @@ from gradtune.training.step import check_split, make_accelerator, pieces, train_
 
 def fit(job: Job) -> Progress:
     cfg = job.cfg.train
-    accelerator = make_accelerator(cfg.precision, tracker_objects(cfg.trackers, job.run_dir))
+    accelerator = make_accelerator(cfg.precision, tracker_objects(cfg.trackers, job.run_dir), engine(job.cfg))
     if cfg.precision == "fp64":
         job.model.double()
     plan = step_plan(cfg)  # examples per loader batch, per micro-batch, loader batches per step

@@ -35,14 +35,15 @@ def mixed_precision(choice: str) -> str:
     return choice
 
 
-def make_accelerator(precision: str, log_with: list | None = None) -> Accelerator:
-    """`log_with`: accelerate tracker objects (tracking.trackers.tracker_objects). Under several
-    processes, train.batch_size stays the batch of one optimizer step: the loader yields it whole and
-    each process takes its share (split_batches), so the same config takes the same steps on 1 or N
-    processes."""
+def make_accelerator(precision: str, log_with: list | None = None, engine: dict | None = None) -> Accelerator:
+    """`log_with`: accelerate tracker objects (tracking.trackers.tracker_objects); `engine`: the
+    fsdp / deepspeed plugin (distributed.plugin). Under several processes, train.batch_size stays
+    the batch of one optimizer step: the loader yields it whole and each process takes its share
+    (split_batches), so the same config takes the same steps on 1 or N processes."""
     # cpu=True on a machine without a GPU: only then does accelerate see torchrun's processes (MULTI_CPU)
     return Accelerator(mixed_precision=mixed_precision(precision), cpu=not torch.cuda.is_available(),
-                       log_with=log_with or None, dataloader_config=DataLoaderConfiguration(split_batches=True))
+                       log_with=log_with or None, dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       **(engine or {}))
 
 
 def check_split(train_batch: int, eval_batch: int | None, processes: int) -> None:

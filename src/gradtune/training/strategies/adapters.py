@@ -133,10 +133,11 @@ def wrap(model: nn.Module, s: Any) -> nn.Module:
     return peft.get_peft_model(model, _peft_config(model, s, head))
 
 
-def save_model(model: Any, folder: Path, metadata: dict[str, Any]) -> None:
+def save_model(model: Any, folder: Path, metadata: dict[str, Any], weights: dict | None = None) -> None:
     """A trained model's weights (safetensors): a peft model saves only its adapter and head, and a
-    from-scratch base (random init, saved nowhere else) next to them in base/."""
-    model.save_pretrained(folder, safe_serialization=True)
+    from-scratch base (random init, saved nowhere else) next to them in base/. `weights`: the state
+    dict gathered from a sharded model (None: the model's own)."""
+    model.save_pretrained(folder, safe_serialization=True, **({"state_dict": weights} if weights is not None else {}))
     if hasattr(model, "peft_config") and not metadata.get("base_model_path"):
         save_base(model, folder / "base")
 
