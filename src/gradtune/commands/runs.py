@@ -40,6 +40,7 @@ def runs_command(
 ) -> None:
     """List the training runs under a folder: task, model, strategy, best metric, steps, time, status."""
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
@@ -63,7 +64,8 @@ def runs_command(
             for r in runs]
     for header in headers:
         # a long value folds onto a second line rather than losing its end; the run's name keeps its width
-        whole = min(max(len(row[0]) for row in rows), 24) if header == "run" else None
+        # (in terminal cells: a Chinese character takes two)
+        whole = min(max(cell_len(row[0]) for row in rows), 24) if header == "run" else None
         table.add_column(header, justify="right" if header in ("steps", "time") else "left", overflow="fold",
                          min_width=whole)
     for row in rows:

@@ -40,9 +40,30 @@ def _check_text_file(path: Path) -> None:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise GradtuneError(
-            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x}); "
-            "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[err.start]:02x}); {_resave_hint(raw)}"
         ) from None
+
+
+def _resave_hint(raw: bytes) -> str:
+    """How to re-save a file that is not UTF-8: Chinese Windows and Excel save CSV as GBK (GB18030).
+    Such a file decodes as GB18030 into common Chinese characters (GB2312's, both bytes >= 0xA1);
+    Latin-1 text may decode too, but into rare ones (an accent's byte then an ASCII letter)."""
+    try:
+        han = [c for c in raw.decode("gb18030") if "\u4e00" <= c <= "\u9fff"]
+    except UnicodeDecodeError:
+        han = []
+    if han and sum(_in_gb2312(c) for c in han) >= 0.9 * len(han):
+        return ("it looks like GBK / GB18030 (Chinese Windows, Excel's plain \"CSV\"): re-save it as UTF-8 "
+                "(Excel: \"CSV UTF-8\"; or `iconv -f gb18030 -t utf-8`)")
+    return "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+
+
+def _in_gb2312(char: str) -> bool:
+    try:
+        char.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_table(path: str | Path) -> datasets.Dataset:
