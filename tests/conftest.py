@@ -30,6 +30,14 @@ def no_report_unless_asked(request, monkeypatch):
     if request.node.get_closest_marker("report") is None:
         monkeypatch.setattr("gradtune.api._report", lambda run: None)
 
+
+@pytest.fixture(autouse=True)
+def own_cache_dir(tmp_path_factory, monkeypatch):
+    """Each test its own GRADTUNE_CACHE (tokenized features, ...): tests never share cache entries
+    nor touch the user's ~/.cache."""
+    monkeypatch.setenv("GRADTUNE_CACHE", str(tmp_path_factory.mktemp("gradtune-cache")))
+
+
 POSITIVE = ["good", "great", "lovely", "excellent", "wonderful", "superb", "fun", "brilliant"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "poor", "dull", "horrible", "weak"]
 SUBJECTS = ["the movie", "the food", "the hotel", "this book", "the service", "the app", "the show"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Callable
@@ -104,69 +103,85 @@ def _train(cfg: Config, run: RunDir, resume_from: Path | None, on_eval: Callable
 
 
 def load(run: str | Path, backend: str = "torch", num_beams: int | None = None,
-         max_new_tokens: int | None = None) -> Predictor:
+         max_new_tokens: int | None = None, quantize: str | None = None) -> Predictor:
     """The trained model of a run directory, with `.predict(texts)` (causal_lm: `.generate(prompt)`);
     backend="onnx" predicts with onnxruntime from the run's ONNX export
-    (`gradtune export RUN --format onnx --output RUN/onnx`). seq2seq: `num_beams` and
-    `max_new_tokens` replace the decoding the run was trained with."""
-    return Predictor(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    (`gradtune export RUN --format onnx --output RUN/onnx`), quantize="int8" with its int8 model
+    (`export ... --quantize int8`). seq2seq: `num_beams` and `max_new_tokens` replace the decoding
+    the run was trained with."""
+    return Predictor(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens, quantize=quantize)
 
 
 def evaluate(run: str | Path, data: str | Path, batch_size: int = 64, num_beams: int | None = None,
-             max_new_tokens: int | None = None) -> dict[str, Any]:
-    """Metrics of a trained run on a labelled file (same columns as in training); seq2seq writes the
+             max_new_tokens: int | None = None, backend: str = "torch", quantize: str | None = None) -> dict[str, Any]:
+    """Metrics of a trained run on a labelled file (same columns as in training), read chunk by chunk
+    (memory stays flat as the file grows; the metrics are the task's streamed counts and sums, the
+    same as in one piece). backend="onnx" (quantize="int8") scores the ONNX export; seq2seq writes the
     targets with `num_beams` / `max_new_tokens` when given."""
+    import torch
     from accelerate import Accelerator
 
-    from gradtune.data.batching import make_loader
-    from gradtune.data.rows import load_split
+    from gradtune.data.files import read_table, require_columns
+    from gradtune.inference.streaming import StreamedBatches
 
-    predictor = Predictor(run, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    predictor = Predictor(run, backend=backend, quantize=quantize, num_beams=num_beams, max_new_tokens=max_new_tokens)
     task, meta = predictor.task, predictor.metadata
-    ds, _ = load_split(data, task.columns(meta, labelled=task.labelled), task.text_keys, skip_hint="")
-    ds = task.encode(ds, data, predictor.tokenizer, meta, labelled=task.labelled)
-    loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False,
-                         collator=task.collator(predictor.tokenizer, predictor.model))
+    model = predictor.model
+    if predictor.onnx is not None:
+        from gradtune.inference.onnx_runtime import OnnxModule
+
+        model = OnnxModule(predictor.onnx)
+    collator = task.collator(predictor.tokenizer, predictor.model)
+    if task.name == "qa":  # its evaluate reads every window (offsets, context, answers) from loader.dataset
+        from gradtune.data.batching import make_loader
+        from gradtune.data.rows import load_split
+
+        ds, _ = load_split(data, task.columns(meta, labelled=task.labelled), task.text_keys, skip_hint="")
+        ds = task.encode(ds, data, predictor.tokenizer, meta, labelled=task.labelled)
+        loader = make_loader(ds, predictor.tokenizer, batch_size, seed=0, shuffle=False, collator=collator)
+    else:
+        ds = read_table(data)
+        require_columns(ds, data, task.columns(meta, labelled=task.labelled))
+        loader = StreamedBatches(ds, data, task, predictor.tokenizer, meta, batch_size, collator)
     accelerator = Accelerator(cpu=predictor.device.type == "cpu")
-    result = task.evaluate(predictor.model, loader, accelerator, meta)
-    result["examples"] = len(set(ds["_row"]))  # rows (a long qa context gives several windows)
+    with torch.inference_mode():
+        result = task.evaluate(model, loader, accelerator, meta)
+    # rows, not features (a long qa context gives several windows)
+    result["examples"] = loader.rows if isinstance(loader, StreamedBatches) else len(set(ds["_row"]))
     return result
 
 
 def predict_file(run: str | Path, input_path: str | Path, output_path: str | Path, backend: str = "torch",
-                 on_empty: str = "error", num_beams: int | None = None, max_new_tokens: int | None = None) -> int:
+                 on_empty: str = "error", num_beams: int | None = None, max_new_tokens: int | None = None,
+                 quantize: str | None = None, batch_size: int | None = None) -> int:
     """Predict every row of a file; write CSV (the text, or a tabular model's input columns, then the
     task's columns: label(s) and one probability per label, or value) or JSON lines, chosen by the
-    output's extension. A row with an empty text is an error naming its line, as in training; with
-    on_empty="skip" it is left out of the output (and the count reported). Returns the rows written."""
+    output's extension. The file is read and written chunk by chunk, so memory stays flat as it grows.
+    A row with an empty text is an error naming its line, as in training; with on_empty="skip" it is
+    left out of the output (and the count reported). Returns the rows written."""
     from gradtune.data.files import read_table, require_columns
-    from gradtune.data.rows import drop_empty_text
+    from gradtune.inference.predictor import BATCH_SIZE
+    from gradtune.inference.streaming import PredictionWriter, chunks, release_freed_memory, without_empty
 
     if on_empty not in ("error", "skip"):
         raise GradtuneError(f"on_empty={on_empty!r}: use 'error' or 'skip'")
     output_path = writable_file(output_path, "--output", (".csv", ".jsonl", ".json"))
-    predictor = Predictor(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    predictor = Predictor(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens, quantize=quantize)
     task, meta = predictor.task, predictor.metadata
     ds = read_table(input_path)
     require_columns(ds, input_path, task.columns(meta, labelled=False))
-    ds = ds.add_column("_row", list(range(len(ds))))
-    ds, skipped = drop_empty_text(ds, input_path, task.text_columns(meta), on_empty, "pass --on-empty skip")
+    skipped = 0
+    with PredictionWriter(output_path, task, meta) as writer:
+        for chunk in chunks(ds):
+            chunk, dropped = without_empty(chunk, input_path, task.text_columns(meta), on_empty, "pass --on-empty skip")
+            skipped += dropped
+            if len(chunk):
+                rows = task.file_rows(chunk, input_path, meta)
+                writer.write(task.shown_inputs(rows, meta), predictor.predict_rows(rows, batch_size or BATCH_SIZE))
+            release_freed_memory()
     if skipped:
         log.warning(f"Skipped {skipped} row(s) of {input_path} with empty text (--on-empty skip)")
-    rows = task.file_rows(ds, input_path, meta)
-    results = predictor.predict_rows(rows)
-    shown = task.shown_inputs(rows, meta)
-    if output_path.suffix.lower() == ".csv":
-        with output_path.open("w", newline="", encoding="utf-8") as f:
-            lines = [{**given, **task.csv_columns(r, meta)} for given, r in zip(shown, results)]
-            writer = csv.DictWriter(f, fieldnames=list(lines[0]) if lines else ["text"])
-            writer.writeheader()
-            writer.writerows(lines)
-    else:
-        with output_path.open("w", encoding="utf-8") as f:
-            for given, r in zip(shown, results):
-                f.write(json.dumps({**given, **r}, ensure_ascii=False) + "\n")
-    return len(results)
+    return writer.count
 
 
 __all__ = ["Run", "train", "load", "evaluate", "predict_file"]

@@ -1,4 +1,4 @@
-"""`gradtune predict RUN (--text T ... | --input FILE --output FILE) [--backend onnx]`."""
+"""`gradtune predict RUN (--text T ... | --input FILE --output FILE) [--backend onnx [--quantize int8]]`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def predict(
     input: Path | None = typer.Option(None, "--input", help="file of texts (same text column as training)"),
     output: Path | None = typer.Option(None, "--output", help=".csv or .jsonl for --input's predictions"),
     backend: str = typer.Option("torch", "--backend", help="torch, or onnx: onnxruntime on RUN/onnx"),
+    quantize: str | None = typer.Option(None, "--quantize", help="int8: with --backend onnx, the int8 model "
+                                        "(RUN/onnx/model.int8.onnx, from export --quantize int8)"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="texts per forward pass (batched longest first)"),
     on_empty: str = typer.Option("error", "--on-empty", help="an empty text: error (the default), or skip it"),
     num_beams: int | None = typer.Option(None, "--num-beams", help="seq2seq: beams of the beam search "
                                          "(default: the run's train.num_beams)"),
@@ -37,16 +40,17 @@ def predict(
         if output is None:
             raise GradtuneError("--input needs --output FILE (.csv or .jsonl)")
         n = predict_file(run, input, output, backend=backend, on_empty=on_empty, num_beams=num_beams,
-                         max_new_tokens=max_new_tokens)
+                         max_new_tokens=max_new_tokens, quantize=quantize, batch_size=batch_size)
         out.print(f"Wrote {n} predictions to {output}")
         return
     if pair and len(pair) != len(text):
         raise GradtuneError(f"give one --pair per --text ({len(text)} --text, {len(pair)} --pair)")
-    predictor = load(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    predictor = load(run, backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens, quantize=quantize)
     if predictor.task.name == "qa" and not pair:
         raise GradtuneError("a qa model answers a question from a context: give each --text QUESTION a "
                             "--pair CONTEXT (or --input FILE with question and context columns)")
-    results = predictor.predict(list(text), pairs=list(pair) if pair else None, on_empty=on_empty)
+    results = predictor.predict(list(text), pairs=list(pair) if pair else None, on_empty=on_empty,
+                                batch_size=batch_size)
     for i, (t, result) in enumerate(zip(text, results)):
         given = {"question": t, "context": pair[i]} if predictor.task.name == "qa" else {"text": t}
         if pair and predictor.task.name != "qa":

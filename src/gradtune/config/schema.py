@@ -77,6 +77,8 @@ class DataConfig(Section):
         "multilabel: a list or a delimited string)")
     max_length: int = Field(128, ge=8, le=8192, description="longer texts are truncated (tokens)")
     on_empty: Literal["error", "skip"] = Field("error", description="rows with empty text")
+    cache: bool = Field(True, description="keep the tokenized features in the user cache dir ($GRADTUNE_CACHE, else "
+                        "~/.cache/gradtune), so a second run on the same file, rows and settings skips tokenizing")
     standardize_target: bool = Field(
         False, description="regression: learn (y - mean) / std of the training targets; outputs stay in y's units")
     feature_columns: list[str] | None = Field(
@@ -233,6 +235,8 @@ class TrainConfig(Section):
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: torch's")
     precision: Literal["auto", "fp32", "fp16", "bf16", "fp64"] = Field(
         "auto", description="auto: fp32 on CPU, bf16/fp16 on a GPU that has it; fp64 for exact checks")
+    compile: bool = Field(False, description="torch.compile the model (after the strategy): compiling takes "
+                          "time at the first steps; see docs/training.md for its measured effect")
     progress: bool = Field(True, description="show the progress bar")
     trackers: list[str] = Field(
         [], description="experiment trackers that also get the logged metrics and the config: tensorboard "

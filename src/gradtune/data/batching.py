@@ -113,4 +113,6 @@ def make_loader(
         # its own generator: starting an epoch must not draw from the global RNG, which
         # dropout uses and a checkpoint restores (else a resumed run drifts from the original)
         generator=torch.Generator().manual_seed(seed),
+        # with a GPU, batches wait in page-locked memory, so the copy to the GPU overlaps the step
+        pin_memory=torch.cuda.is_available(),
     )

@@ -16,12 +16,28 @@ from gradtune.data.batching import MODEL_INPUTS, NOT_INPUTS, collate_fn, logits_
 from gradtune.data.rows import is_empty
 from gradtune.errors import GradtuneError
 from gradtune.inference.generation import generate
-from gradtune.rundir import ONNX_MODEL, model_dir, onnx_dir, read_metadata
+from gradtune.rundir import model_dir, onnx_dir, read_metadata
 from gradtune.tasks import get_task
 from gradtune.tasks.base import Task
 from gradtune.tracking.console import log
 
 disable_progress_bar()  # a "Loading weights" bar before every prediction is noise in piped output
+
+
+# texts per forward pass: on MiniLM (2 cores) 64 length-sorted texts ran faster than 32, 128 or 256
+# (443 vs 411, 345, 266 texts/s with torch; docs/export.md#measured)
+BATCH_SIZE = 64
+
+
+def by_length(features: dict[str, list], n: int) -> list[int]:
+    """The order to batch `n` features in: longest first (by `length`, or the token count), so that
+    texts of one batch are padded to about the same length; features without tokens keep theirs."""
+    lengths = features.get("length") or features.get("input_ids")
+    if lengths is None:
+        return list(range(n))
+    if "length" not in features:
+        lengths = [len(ids) for ids in lengths]
+    return sorted(range(n), key=lambda i: -lengths[i])  # stable: equal lengths keep the input order
 
 
 def load_model(path: Path, metadata: dict[str, Any]) -> Any:
@@ -40,21 +56,30 @@ class Predictor:
     classification, [{"labels", "probabilities"}, ...] for multilabel, [{"value"}, ...] for regression (in
     the units of the training targets). A tabular model takes rows of feature values:
     `.predict([[120.0, 3], {"area": 80, "rooms": 2}])` -> [{"value"}, ...]. With backend="onnx" the
-    logits come from onnxruntime on the run's ONNX export (RUN/onnx, see export/onnx.py); the
-    decoding is the same. A causal language model (task causal_lm) writes text instead:
-    `.generate("Once upon a time", max_new_tokens=40)`. A seq2seq model writes its targets with the
-    beams and length limit it was trained with, or with `num_beams` / `max_new_tokens` given here."""
+    logits come from onnxruntime on the run's ONNX export (RUN/onnx, see export/onnx.py), and with
+    quantize="int8" from its int8 model (`export --quantize int8`); the decoding is the same. A causal
+    language model (task causal_lm) writes text instead: `.generate("Once upon a time", max_new_tokens=40)`.
+    A seq2seq model writes its targets with the beams and length limit it was trained with, or with
+    `num_beams` / `max_new_tokens` given here."""
 
     def __init__(self, run: str | Path, device: str | None = None, backend: str = "torch",
-                 num_beams: int | None = None, max_new_tokens: int | None = None):
+                 num_beams: int | None = None, max_new_tokens: int | None = None, quantize: str | None = None):
         if backend not in ("torch", "onnx"):
             raise GradtuneError(f"backend={backend!r}: use 'torch' or 'onnx'")
+        if quantize is not None and backend != "onnx":
+            raise GradtuneError(f"quantize={quantize!r} applies to backend 'onnx' (the quantized model is an ONNX "
+                                "export: gradtune export RUN --format onnx --quantize int8)")
         self.onnx = None  # backend "onnx": the logits come from onnxruntime, reading RUN/onnx only
         if backend == "onnx":
-            from gradtune.inference.onnx_runtime import OnnxModel
+            from gradtune.inference.onnx_runtime import OnnxModel, onnx_file
 
-            self.path = onnx_dir(run)
-            self.onnx = OnnxModel(self.path / ONNX_MODEL)
+            try:
+                self.path = onnx_dir(run)
+            except GradtuneError as e:  # no export at all: the command that makes the quantized one too
+                if quantize is None:
+                    raise
+                raise GradtuneError(str(e).replace("--format onnx", f"--format onnx --quantize {quantize}")) from None
+            self.onnx = OnnxModel(onnx_file(self.path, quantize), threads=torch.get_num_threads())
         else:
             self.path = model_dir(run)
         self.metadata: dict[str, Any] = read_metadata(self.path)
@@ -83,34 +108,40 @@ class Predictor:
         """The label names of a classifier or multi-label model ([] for regression)."""
         return list(self.metadata.get("labels", []))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The logits of one batch of model inputs, from PyTorch or onnxruntime."""
         if self.onnx is not None:
             return torch.from_numpy(self.onnx.logits({k: v.numpy() for k, v in inputs.items()})).float()
         return logits_of(self.model(**{k: v.to(self.device) for k, v in inputs.items()})).float().cpu()
 
-    def features_logits(self, features: dict[str, list], batch_size: int) -> torch.Tensor:
-        """The logits of encoded features, in order, `batch_size` at a time."""
+    def features_logits(self, features: dict[str, list], batch_size: int = BATCH_SIZE) -> torch.Tensor:
+        """The logits of encoded features, in their order, `batch_size` at a time. The features are
+        batched longest first, so each batch is padded only to its own longest (a short text never
+        waits on a long one's padding); the logits are put back in the input order."""
         names = [k for k in MODEL_INPUTS if k in features and k not in NOT_INPUTS]
         n = len(features[names[0]]) if names else 0
+        order = by_length(features, n)
         out = []
         for start in range(0, n, batch_size):
-            items = [{k: features[k][i] for k in names} for i in range(start, min(n, start + batch_size))]
+            items = [{k: features[k][i] for k in names} for i in order[start : start + batch_size]]
             out.append(self.forward(model_inputs(self.collate(items))))
         if not out:
             return torch.empty(0, self.num_labels)
         width = max(o.shape[1] for o in out) if out[0].dim() > 2 else None
         if width is not None:  # scores per token (question answering): batches of other lengths, padded
             out = [torch.nn.functional.pad(o, (0, 0, 0, width - o.shape[1]), value=float("-inf")) for o in out]
-        return torch.cat(out)
+        logits = torch.cat(out)
+        restored = torch.empty_like(logits)
+        restored[torch.tensor(order, dtype=torch.long)] = logits
+        return restored
 
     def _refuse_if_writer(self) -> None:
         if self.task.writes_text:
             raise GradtuneError(f"{self.path}: a causal language model writes text; use generate "
                                 "(`gradtune generate RUN --prompt ...`), not predict")
 
-    def logits(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = 32) -> torch.Tensor:
+    def logits(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = BATCH_SIZE) -> torch.Tensor:
         """The model's raw outputs for `inputs` (as predict takes them), one row per input."""
         self._refuse_if_writer()
         if type(self.task).infer is not Task.infer:  # seq2seq: its outputs are written texts, not logits
@@ -118,7 +149,7 @@ class Predictor:
         rows = self.task.prediction_rows(inputs, pairs, self.metadata)
         return self.features_logits(self.task.encode_batch(rows, self.tokenizer, self.metadata), batch_size)
 
-    def predict(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = 32,
+    def predict(self, inputs: Any, pairs: list[str] | None = None, batch_size: int = BATCH_SIZE,
                 on_empty: str = "error") -> list[dict[str, Any] | None]:
         """Texts (or text pairs); for a tabular model, rows of feature values: a list of numbers in
         feature_columns order or a dict by column name, one row or a list of them. An empty text is
@@ -126,7 +157,7 @@ class Predictor:
         self._refuse_if_writer()
         return self.predict_rows(self.task.prediction_rows(inputs, pairs, self.metadata), batch_size, on_empty)
 
-    def predict_rows(self, rows: dict[str, list], batch_size: int = 32,
+    def predict_rows(self, rows: dict[str, list], batch_size: int = BATCH_SIZE,
                      on_empty: str = "error") -> list[dict[str, Any] | None]:
         """Results for rows of input columns (column -> values), one per row (None for a row skipped
         for an empty text)."""
@@ -144,7 +175,9 @@ class Predictor:
                     empty.append(i)
         if not empty:
             features = self.task.encode_batch(rows, self.tokenizer, self.metadata)
-            return self.task.decode(self.task.infer(self, features, batch_size), features, self.metadata)
+            with torch.inference_mode():  # no autograd bookkeeping anywhere in prediction (seq2seq generates here)
+                outputs = self.task.infer(self, features, batch_size)
+            return self.task.decode(outputs, features, self.metadata)
         log.warning(f"Skipped {len(set(empty))} input(s) with empty text (their result is None)")
         kept = [i for i in range(n) if i not in set(empty)]
         results = self.predict_rows({c: [v[i] for i in kept] for c, v in rows.items()}, batch_size) if kept else []

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 
 from gradtune.models.transformer import TransformerConfig, TransformerPreTrainedModel, sizes
 
@@ -49,15 +50,16 @@ class GPTForCausalLM(TransformerPreTrainedModel, GenerationMixin):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None, cache: Any = None, use_cache: bool | None = None,
-        labels: torch.Tensor | None = None, **kwargs: Any,
+        labels: torch.Tensor | None = None, logits_to_keep: int | torch.Tensor = 0, **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """With use_cache (generate's default), the keys and values of the text so far are kept in
-        `cache`, and the next call reads only the new tokens."""
+        `cache`, and the next call reads only the new tokens. `logits_to_keep` as in transformers:
+        0 all positions, n the last n, a boolean [batch, tokens] mask those positions ([kept, vocab])."""
         use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache()
         x, _ = self._encode(input_ids, attention_mask, position_ids, cache if use_cache else None)
-        logits = self.lm_head(x)
+        logits = self.lm_head(slice_logits_to_keep(x, logits_to_keep))
         loss = None
         if labels is not None:  # the HF convention (labels = input_ids, -100 ignored); gradtune's loop has its own
             loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)

@@ -58,6 +58,9 @@ class Task:
     borrows: ClassVar[dict[str, tuple[str, ...]]] = {}  # train.loss -> other tasks' keys read with that loss
     labelled: ClassVar[bool] = True  # rows hold a target in data.label_column
     uses_tokenizer: ClassVar[bool] = True  # the model reads text
+    # `encode`'s features may be kept in the tokenization cache (data/cache.py): only when encoding
+    # neither changes the tokenizer nor warns about rows, which a cache hit would silently skip
+    cache_features: ClassVar[bool] = True
     writes_text: ClassVar[bool] = False  # the model generates (gradtune generate), it does not predict
     chat: ClassVar[bool] = False  # generate formats a prompt with the tokenizer's chat template
     onnx: ClassVar[bool] = True  # its model exports to ONNX as one forward pass (not so a model that writes text)
@@ -182,7 +185,7 @@ class Task:
         """Numbers rounded to 6 digits; a matrix (confusion matrix) as nested lists."""
         return {name: value.tolist() if value.dim() else round(float(value), 6) for name, value in values.items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()  # lighter than no_grad: no autograd version counting either
     def evaluate(self, model: torch.nn.Module, loader: Any, accelerator: Any, meta: dict[str, Any]) -> dict[str, Any]:
         """Streamed evaluation: per batch, update the metrics and a loss sum; never keep the logits.
         Under several processes each scores its share, gathered for the metrics."""

@@ -8,7 +8,8 @@ logits at position i are scored against the token at i + 1, and padding (-100) i
 The loss is summed over target tokens, and the loop divides by the target tokens of the whole
 optimizer step (`loss_units`), not by the number of texts: a step is then the mean over its tokens
 however the texts fall into micro-batches, so accumulated pieces give exactly the gradient of one
-big batch, and a long text weighs in proportion to its length.
+big batch, and a long text weighs in proportion to its length. Training computes the model's head
+only at the positions that predict a target (models/lm_head.py): the same loss and gradient, less work.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.text import Perplexity
 from transformers import DataCollatorForSeq2Seq
 
 from gradtune.data.batching import tokenize_texts
 from gradtune.errors import GradtuneError
-from gradtune.tasks.base import Task
-
-IGNORE = -100  # a label that is not a target (padding), as in PyTorch's cross_entropy
+from gradtune.models.lm_head import IGNORE, NextTokenLoss, next_token_loss_sum, shifted
+from gradtune.tasks.base import LossFn, Task
 
 
 def ready_tokenizer(tokenizer: Any) -> Any:
@@ -38,20 +37,6 @@ def ready_tokenizer(tokenizer: Any) -> Any:
             raise GradtuneError("the tokenizer has neither a pad nor an eos token; causal_lm needs one to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits at positions 0..t-2 and the tokens they predict (1..t-1). The loop trims a micro-
-    batch's inputs to its longest text but not its labels; the columns cut off are all padding."""
-    labels = labels[:, : logits.shape[1]]
-    return logits[:, :-1], labels[:, 1:]
-
-
-def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy summed over the target tokens."""
-    logits, targets = _shifted(logits, labels)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
 
 
 class CausalLM(Task):
@@ -110,11 +95,15 @@ class CausalLM(Task):
         return int((labels[:, 1:] != IGNORE).sum())
 
     def loss_sum(self, logits: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> torch.Tensor:
-        return loss_sum(logits, labels)
+        return next_token_loss_sum(logits, labels)
+
+    def make_loss(self, train_cfg: Any, train_labels: list[Any], meta: dict[str, Any]) -> LossFn:
+        """The same loss, computing the head only at the positions that predict a target (models/lm_head.py)."""
+        return NextTokenLoss()
 
     def make_metrics(self, meta: dict[str, Any]) -> MetricCollection:
         """Perplexity streamed as a sum of log-probabilities and a token count: exp(loss per token)."""
         return MetricCollection({"perplexity": Perplexity(ignore_index=IGNORE)})
 
     def update_metrics(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor, meta: dict) -> None:
-        metrics.update(*_shifted(logits, labels))
+        metrics.update(*shifted(logits, labels))

@@ -29,6 +29,7 @@ class Instruct(CausalLM):
             "data.too_long", "data.packing")
     text_keys = ()  # a conversation's own checks name the empty turn
     chat = True
+    cache_features = False  # encoding gives the tokenizer its chat template and warns about cut conversations
 
     def check_config(self, cfg: Any) -> None:
         fields = type(cfg.data).model_fields

@@ -116,6 +116,7 @@ class Tabular(Task):
     borrows = {**dict.fromkeys(Regression.losses, Regression.owns), **dict.fromkeys(Classification.losses,
                                                                                    Classification.owns)}
     uses_tokenizer = False
+    cache_features = False  # no tokenizing to save, and encoding reports unseen categories
     default_model = "mlp"
     text_keys = ()
 

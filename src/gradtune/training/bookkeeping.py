@@ -18,6 +18,7 @@ from rich.text import Text
 
 from gradtune.data.files import row_location
 from gradtune.errors import GradtuneError
+from gradtune.perf.mfu import mfu_meter
 from gradtune.report.machine import describe as describe_machine
 from gradtune.rundir import RunDir, write_model_dir
 from gradtune.tracking.console import console
@@ -80,10 +81,15 @@ class Bookkeeper:
             self.say(f"Resuming from {job.resume_from} (step {self.progress.step}, epoch {self.progress.epoch})")
         self.log = MetricsLog(self.run.metrics, self.progress.step if job.resume_from else None,
                               enabled=accelerator.is_main_process)
+        # tokens/s and MFU: the machine's peak is read from the cache or measured (~1 s) now, outside
+        # the timed steps; the main process first, so the processes don't share the cores measuring
+        with accelerator.main_process_first():
+            self.meter = mfu_meter(accelerator.unwrap_model(model), self.cfg.precision, accelerator.device,
+                                   accelerator.num_processes, job.loss_fn, model)
         if job.resume_from is None:  # what trains: the strategy's share, and where (for the report)
             self.log.write({"kind": "setup", "step": 0, "started": round(time.time(), 3),
                             "strategy": job.cfg.strategy.method,
-                            **job.metadata["parameters"],
+                            **job.metadata["parameters"], "peak_flops": self.meter.peak,
                             "machine": describe_machine(accelerator.device, accelerator.num_processes)})
         # train.trackers: the config as hyper-parameters now, then the records metrics.jsonl gets
         self.trackers = RunTrackers(accelerator, job.cfg.model_dump(mode="json"), job.run_dir,
@@ -91,6 +97,7 @@ class Bookkeeper:
         self._window()
         self.probe: tuple[dict[str, float], Any] | None = None
         self.logged_loss: float | None = None  # the last training record's loss, for the progress bar
+        self.logged_speed: tuple[float, float] | None = None  # and its tokens/s and MFU
         self.stopped_by: str | None = None  # why job.on_eval stopped training (a sweep's pruner)
 
     def record(self, record: dict[str, Any]) -> None:
@@ -141,12 +148,14 @@ class Bookkeeper:
         self.progress.skipped_steps += 1
         self.record({"kind": "skip", "step": self.progress.step + 1, "loss": step.loss, "grad_norm": step.grad_norm})
 
-    def after_update(self, step: StepResult, loader_batches: int, batches: int, seconds: float, done: bool) -> bool:
-        """Count the step, log it (every train.log_every steps and the last), check gradient health.
-        Returns whether this step ended an epoch."""
+    def after_update(self, step: StepResult, loader_batches: int, group: list[dict], seconds: float,
+                     done: bool) -> bool:
+        """Count the step (`group`: its loader batches), log it (every train.log_every steps and the
+        last), check gradient health. Returns whether this step ended an epoch."""
         p, n = self.progress, self.accelerator.num_processes
         p.step += 1
-        p.batch_in_epoch += batches
+        p.batch_in_epoch += len(group)
+        self.meter.add(group, seconds)
         p.samples += step.examples * n
         p.train_seconds += seconds
         if step.finite:
@@ -164,14 +173,30 @@ class Bookkeeper:
             record = {"kind": "train", "step": p.step, "epoch": round(p.step / self.steps_per_epoch, 4),
                       "elapsed": round(p.train_seconds, 3), "loss": self.window["loss"] / max(self.window["steps"], 1),
                       "lr": self.scheduler.get_last_lr()[0], "grad_norm": step.grad_norm,
-                      "samples_per_s": self.window["samples"] / max(elapsed, 1e-9)}
+                      "samples_per_s": self.window["samples"] / max(elapsed, 1e-9),
+                      **self.meter.take(self._sum_over_processes)}
             if self.probe is not None:
                 record["layer_grad_norm"] = layer_norms
                 record["update_ratio"] = self.health.update_ratios(self.probe[1])
             self.record(record)
             self.logged_loss = record["loss"]
+            self.logged_speed = (record["tokens_per_s"], record["mfu"])
             self._window()
         return end_of_epoch
+
+    def _sum_over_processes(self, values: list[float]) -> list[float]:
+        if self.accelerator.num_processes == 1:
+            return values
+        values = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(values, "sum").tolist()
+
+    @property
+    def status(self) -> str:
+        """The progress bar's text: the last logged loss, tokens/s and MFU."""
+        if self.logged_loss is None:
+            return ""
+        tokens_per_s, mfu = self.logged_speed or (0.0, 0.0)
+        return f"loss {self.logged_loss:.4f}  {tokens_per_s:,.0f} tok/s  MFU {100 * mfu:.1f}%"
 
     def non_finite(self, step: StepResult, group: list[dict]) -> GradtuneError:
         """The error that stops training at a NaN/inf loss or gradient, naming the batch's rows."""

@@ -27,14 +27,16 @@ from gradtune.training.step import check_split, make_accelerator, pieces, train_
 
 def fit(job: Job) -> Progress:
     cfg = job.cfg.train
-    accelerator = make_accelerator(cfg.precision, tracker_objects(cfg.trackers, job.run_dir), engine(job.cfg))
+    # train.compile: torch.compile is applied in accelerator.prepare, after the strategy
+    accelerator = make_accelerator(cfg.precision, tracker_objects(cfg.trackers, job.run_dir), engine(job.cfg),
+                                   compile=cfg.compile)
     if cfg.precision == "fp64":
         job.model.double()
     plan = step_plan(cfg)  # examples per loader batch, per micro-batch, loader batches per step
     if accelerator.num_processes > 1:  # each process takes its share of every batch
         check_split(plan.loader_batch, job.val_loader.batch_sampler.batch_size if job.val_loader else None,
                     accelerator.num_processes)
-    optimizer = build_optimizer(job.model, cfg)
+    optimizer = build_optimizer(job.model, cfg, accelerator.device.type)  # fused Adam on a GPU
     model, optimizer, train_loader = accelerator.prepare(job.model, optimizer, job.train_loader)
     val_loader = accelerator.prepare(job.val_loader) if job.val_loader is not None else None
     steps_per_epoch = plan.updates_per_epoch(len(train_loader))
@@ -76,10 +78,8 @@ def fit(job: Job) -> Progress:
                 optimizer.zero_grad(set_to_none=True)
 
                 done = progress.step + 1 >= total_steps
-                end_of_epoch = books.after_update(step, len(train_loader), len(group),
-                                                  time.perf_counter() - started, done)
-                bar.update(task_bar, completed=progress.step,
-                           status=f"loss {books.logged_loss:.4f}" if books.logged_loss is not None else "")
+                end_of_epoch = books.after_update(step, len(train_loader), group, time.perf_counter() - started, done)
+                bar.update(task_bar, completed=progress.step, status=books.status)  # loss, tokens/s, MFU
                 stop_early = False
                 if val_loader is not None and (due(cfg.eval_every, progress.step, end_of_epoch) or done):
                     stop_early = books.evaluate(val_loader)

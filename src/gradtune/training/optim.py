@@ -24,19 +24,28 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     ]
 
 
-# train.optimizer -> the torch.optim class, built from the parameter groups and the train config
+# train.optimizer -> the torch.optim class, built from the parameter groups, the train config and
+# the implementation for the device (`kernel`)
 OPTIMIZERS = {
-    "sgd": lambda groups, c: torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
+    "sgd": lambda groups, c, k: torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
     # Adam's weight_decay is L2 added to the gradient, AdamW's is decoupled from it
-    "adam": lambda groups, c: torch.optim.Adam(groups, lr=c.lr, betas=c.betas, eps=c.eps),
-    "adamw": lambda groups, c: torch.optim.AdamW(groups, lr=c.lr, betas=c.betas, eps=c.eps),
-    "rmsprop": lambda groups, c: torch.optim.RMSprop(groups, lr=c.lr, alpha=c.alpha, momentum=c.momentum, eps=c.eps),
-    "adagrad": lambda groups, c: torch.optim.Adagrad(groups, lr=c.lr, eps=c.eps),
+    "adam": lambda groups, c, k: torch.optim.Adam(groups, lr=c.lr, betas=c.betas, eps=c.eps, **k),
+    "adamw": lambda groups, c, k: torch.optim.AdamW(groups, lr=c.lr, betas=c.betas, eps=c.eps, **k),
+    "rmsprop": lambda groups, c, k: torch.optim.RMSprop(groups, lr=c.lr, alpha=c.alpha, momentum=c.momentum,
+                                                        eps=c.eps),
+    "adagrad": lambda groups, c, k: torch.optim.Adagrad(groups, lr=c.lr, eps=c.eps),
 }
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay), cfg)
+def adam_kernel(device_type: str) -> dict[str, bool]:
+    """Adam(W)'s implementation for the device the parameters live on: on a GPU the fused kernel (one
+    launch updates every tensor); elsewhere `foreach` (one vectorised op per step over all tensors,
+    instead of a Python loop over them). Both compute the same update as the loop, up to rounding."""
+    return {"fused": True} if device_type == "cuda" else {"foreach": True}
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Any, device_type: str = "cpu") -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay), cfg, adam_kernel(device_type))
 
 
 @dataclass

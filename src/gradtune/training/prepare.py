@@ -17,6 +17,7 @@ from transformers import set_seed
 
 from gradtune import __version__, models
 from gradtune.data.batching import make_loader
+from gradtune.data.cache import encode_split
 from gradtune.data.packing import PackedCollator, pack
 from gradtune.data.rows import load_split
 from gradtune.errors import GradtuneError
@@ -102,10 +103,10 @@ def prepare(cfg: Any, run_dir: Path) -> Job:
     meta = splits.meta
     if tokenizer is None and task.uses_tokenizer:  # a model from scratch: its tokenizer learns the training texts
         tokenizer = models.train_tokenizer(cfg, task.tokenizer_texts(splits.train, meta))
-    train_ds = task.encode(splits.train, d.train, tokenizer, meta)
+    train_ds = encode_split(task, splits.train, d.train, tokenizer, meta, d.cache)  # cached: data/cache.py
     val_ds = None
     if splits.validation is not None:
-        val_ds = task.encode(splits.validation, d.validation or d.train, tokenizer, meta)
+        val_ds = encode_split(task, splits.validation, d.validation or d.train, tokenizer, meta, d.cache)
 
     meta["train_examples"] = len(splits.train)  # rows: one may give several features (qa), several one (packing)
     model = models.build(cfg, tokenizer, task, meta)  # random (seeded) init, or pretrained + the task's head
