@@ -10,6 +10,7 @@ import torch
 from accelerate import FullyShardedDataParallelPlugin
 
 import gradtune
+from conftest import at_training_step
 from gradtune.config import as_config
 from gradtune.errors import GradtuneError
 from gradtune.rundir import RunDir
@@ -52,17 +53,12 @@ def test_a_sharded_runs_checkpoints_resume_to_the_uninterrupted_run(make_config,
     options = dict(train__epochs=2, train__save_every=6, train__keep_checkpoints=5)
     full = gradtune.train(make_config(output_dir=str(tmp_path / "full"), **options))
 
-    real_loss, calls = classification.loss_sum, {"n": 0}
-
-    def crashing_loss(logits, labels, **kw):
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == 15:
-                raise RuntimeError("simulated crash")
-        return real_loss(logits, labels, **kw)
+    def crash(loss):
+        raise RuntimeError("simulated crash")
 
     cfg = make_config(output_dir=str(tmp_path / "cut"), **options)
-    monkeypatch.setattr(classification, "loss_sum", crashing_loss)
+    real_loss = classification.loss_sum
+    monkeypatch.setattr(classification, "loss_sum", at_training_step(15, crash))
     with pytest.raises(RuntimeError, match="simulated crash"):
         gradtune.train(cfg)
     monkeypatch.setattr(classification, "loss_sum", real_loss)
