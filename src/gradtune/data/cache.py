@@ -22,15 +22,11 @@ from typing import Any
 import datasets
 
 from gradtune import __version__
+from gradtune.models.bundled import cache_dir
 from gradtune.tracking.console import log
 
-
-def cache_root() -> Path:
-    """$GRADTUNE_CACHE, else $XDG_CACHE_HOME/gradtune, else ~/.cache/gradtune."""
-    if os.environ.get("GRADTUNE_CACHE"):
-        return Path(os.environ["GRADTUNE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "gradtune"
+# the one user cache folder ($GRADTUNE_CACHE, else $XDG_CACHE_HOME/gradtune, else ~/.cache/gradtune)
+cache_root = cache_dir
 
 
 def file_digest(path: str | Path) -> str:
